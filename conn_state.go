@@ -1,0 +1,532 @@
+package drainhttp
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Protocol is the application protocol of a connection.
+type Protocol uint8
+
+const (
+	// HTTP1 is HTTP/1.x, over TLS or not. Every connection starts as HTTP1
+	// until it is handed to the HTTP/2 server.
+	HTTP1 Protocol = iota
+	// H2 is HTTP/2 over TLS, negotiated with ALPN.
+	H2
+	// H2C is HTTP/2 over cleartext TCP with prior knowledge.
+	H2C
+
+	numProtocols = 3
+)
+
+var protocolName = [numProtocols]string{"http/1.1", "h2", "h2c"}
+
+// String returns "http/1.1", "h2" or "h2c".
+func (p Protocol) String() string {
+	if int(p) < len(protocolName) {
+		return protocolName[p]
+	}
+	return fmt.Sprintf("Protocol(%d)", uint8(p))
+}
+
+// ConnDrainState is where a connection is in its own drain, Envoy's
+// per-connection drain state in the HTTP connection manager.
+type ConnDrainState uint8
+
+const (
+	// ConnNotDraining is the initial state. A connection leaves it for
+	// ConnDraining when the drain decision fires on one of its requests or
+	// its proactive drain callback runs.
+	ConnNotDraining ConnDrainState = iota
+	// ConnDraining: the connection has been told to end (its next response
+	// carries Connection: close, or it was sent a GOAWAY) and its drain
+	// deadline runs. It goes to ConnClosing when the server closes it.
+	ConnDraining
+	// ConnClosing: the server is closing the connection, because it was
+	// idle or because its drain deadline passed. This is a terminal state.
+	ConnClosing
+)
+
+var connDrainStateName = map[ConnDrainState]string{
+	ConnNotDraining: "not_draining",
+	ConnDraining:    "draining",
+	ConnClosing:     "closing",
+}
+
+// String returns "not_draining", "draining" or "closing".
+func (s ConnDrainState) String() string { return connDrainStateName[s] }
+
+// DrainReason says why a connection was drained.
+type DrainReason uint8
+
+const (
+	// ReasonDecision: the drain decision answered true for one of its
+	// requests (Envoy: downstream_cx_drain_close).
+	ReasonDecision DrainReason = iota
+	// ReasonProactive: its proactive drain callback ran, or the drain
+	// sequence completed while it was still open.
+	ReasonProactive
+
+	numReasons = 2
+)
+
+var reasonName = [numReasons]string{"decision", "proactive"}
+
+// String returns the reason's metric label: "decision" or "proactive".
+func (r DrainReason) String() string {
+	if int(r) < len(reasonName) {
+		return reasonName[r]
+	}
+	return fmt.Sprintf("DrainReason(%d)", uint8(r))
+}
+
+// numConnStates counts http.ConnState values: new, active, idle, hijacked,
+// closed.
+const numConnStates = 5
+
+// idleCloseDelay is how long an HTTP/1.1 connection must have been idle
+// before a proactive drain closes it. Closing an idle keep-alive connection
+// races with a request the client may be sending on it at that moment; Go's
+// client retries idempotent requests, but a POST would fail. A client that
+// reuses its connections in a loop sends again well within this delay, and
+// so gets Connection: close on a response instead of a closed socket.
+const idleCloseDelay = 250 * time.Millisecond
+
+// tracker follows every connection of a Server, from Accept to Close, through
+// a listener wrapper (so hijacked connections stay tracked: net/http forgets
+// them) and the ConnState hook.
+type tracker struct {
+	mgr          *Manager
+	clock        Clock
+	drainTimeout time.Duration
+	log          *slog.Logger
+	userState    func(net.Conn, http.ConnState)
+
+	mu     sync.Mutex
+	conns  map[*trackedConn]struct{}
+	final  bool          // the drain completed: new connections drain at once
+	empty  chan struct{} // closed when conns becomes empty; nil if nobody waits
+	onDone func(c *trackedConn, drainedFor time.Duration)
+
+	accepted atomic.Uint64
+	open     [numProtocols][numConnStates]atomic.Int64
+	drained  [numReasons]atomic.Uint64 // closed after being drained
+	forced   atomic.Uint64
+	goaways  atomic.Uint64
+}
+
+func newTracker(mgr *Manager, clock Clock, drainTimeout time.Duration, log *slog.Logger, userState func(net.Conn, http.ConnState)) *tracker {
+	return &tracker{
+		mgr:          mgr,
+		clock:        clock,
+		drainTimeout: drainTimeout,
+		log:          log,
+		userState:    userState,
+		conns:        make(map[*trackedConn]struct{}),
+	}
+}
+
+// trackedConn is a connection accepted by a tracked listener: the net.Conn
+// that net/http serves, and its drain record.
+type trackedConn struct {
+	net.Conn
+	t        *tracker
+	accepted time.Time
+
+	proto  atomic.Uint32 // Protocol
+	state  atomic.Int32  // http.ConnState
+	drain  atomic.Uint32 // ConnDrainState
+	active atomic.Int32  // StateActive transitions; HTTP/2's first is the preface
+
+	mu        sync.Mutex // guards the fields below and the open counts' updates
+	marked    bool       // drain state left ConnNotDraining
+	reason    DrainReason
+	markedAt  time.Time
+	idleSince time.Time
+	deadline  Timer
+	idleCheck Timer
+	cancel    func() bool   // unregisters the proactive drain callback
+	goaway    func()        // HTTP/2 only: GOAWAY on this connection
+	notify    chan struct{} // closed when marked; nil until asked for
+	forced    bool
+	closed    bool
+}
+
+// trackingListener wraps the listeners a Server serves on.
+type trackingListener struct {
+	net.Listener
+	t *tracker
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.t.add(nc), nil
+}
+
+func (t *tracker) add(nc net.Conn) *trackedConn {
+	c := &trackedConn{Conn: nc, t: t, accepted: t.clock.Now()}
+	c.state.Store(int32(http.StateNew))
+	t.accepted.Add(1)
+	t.open[HTTP1][http.StateNew].Add(1)
+	t.mu.Lock()
+	t.conns[c] = struct{}{}
+	final := t.final
+	t.mu.Unlock()
+	c.cancel = t.mgr.OnDrain(c.proactiveDrain)
+	if final {
+		c.proactiveDrain()
+	}
+	return c
+}
+
+// connOf finds the tracked connection under a net.Conn that net/http or the
+// HTTP/2 server hands us: ours, a *tls.Conn over ours, or the h2c wrapper.
+func connOf(nc net.Conn) *trackedConn {
+	for range 3 {
+		switch c := nc.(type) {
+		case *trackedConn:
+			return c
+		case *tls.Conn:
+			nc = c.NetConn()
+			if u, ok := nc.(interface{ UnencryptedNetConn() net.Conn }); ok {
+				nc = u.UnencryptedNetConn()
+			}
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+type connKey struct{}
+
+// connContext is the Server's ConnContext: it makes a request's connection
+// record one context lookup away.
+func (t *tracker) connContext(ctx context.Context, nc net.Conn) context.Context {
+	if c := connOf(nc); c != nil {
+		return context.WithValue(ctx, connKey{}, c)
+	}
+	return ctx
+}
+
+func connFromContext(ctx context.Context) *trackedConn {
+	c, _ := ctx.Value(connKey{}).(*trackedConn)
+	return c
+}
+
+// connState is the Server's ConnState hook. It chains the user's.
+func (t *tracker) connState(nc net.Conn, state http.ConnState) {
+	if c := connOf(nc); c != nil {
+		c.setState(state)
+	}
+	if t.userState != nil {
+		t.userState(nc, state)
+	}
+}
+
+func (c *trackedConn) protocol() Protocol { return Protocol(c.proto.Load()) }
+
+func (c *trackedConn) setState(state http.ConnState) {
+	if state == http.StateClosed {
+		c.finish()
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := http.ConnState(c.state.Load())
+	if old == state || c.closed {
+		return
+	}
+	p := c.protocol()
+	c.t.open[p][old].Add(-1)
+	c.t.open[p][state].Add(1)
+	c.state.Store(int32(state))
+	switch state {
+	case http.StateActive:
+		c.active.Add(1)
+	case http.StateIdle:
+		c.idleSince = c.t.clock.Now()
+		if c.marked && p == HTTP1 {
+			c.armIdleCheck(idleCloseDelay)
+		}
+	}
+}
+
+// setHTTP2 records that c is now served by the HTTP/2 server, and how to
+// send it a GOAWAY.
+func (c *trackedConn) setHTTP2(p Protocol, goaway func()) {
+	c.mu.Lock()
+	old := c.protocol()
+	s := c.state.Load()
+	c.proto.Store(uint32(p))
+	c.t.open[old][s].Add(-1)
+	c.t.open[p][s].Add(1)
+	c.goaway = goaway
+	marked := c.marked
+	c.mu.Unlock()
+	if marked && c.h2Armed() {
+		c.sendGoAway()
+	}
+}
+
+// h2Armed reports whether an out-of-band GOAWAY is safe: a GOAWAY before
+// the connection's first request makes Go's client fail that request, so we
+// wait for the first stream (the second StateActive: the first comes from
+// the preface).
+func (c *trackedConn) h2Armed() bool { return c.active.Load() >= 2 }
+
+func (c *trackedConn) sendGoAway() {
+	if goaway := c.takeGoAway(); goaway != nil {
+		goaway()
+	}
+}
+
+// takeGoAway counts c's GOAWAY and returns the function that sends it, or
+// nil if c had it already: Go's GOAWAY is single-phase, and a second drain of
+// the same connection only delays the client's retries.
+func (c *trackedConn) takeGoAway() func() {
+	c.mu.Lock()
+	goaway := c.goaway
+	c.goaway = nil
+	c.mu.Unlock()
+	if goaway != nil {
+		c.t.goaways.Add(1)
+	}
+	return goaway
+}
+
+// markDraining moves c from ConnNotDraining to ConnDraining and starts its
+// drain deadline. It reports whether it did so.
+func (c *trackedConn) markDraining(reason DrainReason) bool {
+	if !c.drain.CompareAndSwap(uint32(ConnNotDraining), uint32(ConnDraining)) {
+		return false
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return false
+	}
+	c.marked = true
+	c.reason = reason
+	c.markedAt = c.t.clock.Now()
+	c.deadline = c.t.clock.AfterFunc(c.t.drainTimeout, func() { c.forceClose("drain deadline") })
+	if c.notify != nil {
+		close(c.notify)
+	} else {
+		c.notify = closedChan
+	}
+	c.mu.Unlock()
+	c.t.log.Debug("drainhttp: connection draining", "remote", c.RemoteAddr().String(), "protocol", c.protocol().String(), "reason", reason.String())
+	return true
+}
+
+// proactiveDrain is the connection's proactive drain callback: it drains a
+// connection that may never send another request.
+func (c *trackedConn) proactiveDrain() {
+	c.markDraining(ReasonProactive)
+	switch c.protocol() {
+	case HTTP1:
+		c.mu.Lock()
+		if http.ConnState(c.state.Load()) == http.StateIdle && !c.closed {
+			c.armIdleCheck(idleCloseDelay - c.t.clock.Now().Sub(c.idleSince))
+		}
+		c.mu.Unlock()
+	default:
+		if c.h2Armed() {
+			c.sendGoAway()
+		}
+	}
+}
+
+// armIdleCheck closes the HTTP/1.1 connection after d if it has stayed idle
+// all along. c.mu is held.
+func (c *trackedConn) armIdleCheck(d time.Duration) {
+	if c.idleCheck != nil {
+		c.idleCheck.Stop()
+	}
+	since := c.idleSince
+	c.idleCheck = c.t.clock.AfterFunc(max(d, 0), func() {
+		c.mu.Lock()
+		idle := http.ConnState(c.state.Load()) == http.StateIdle && c.idleSince.Equal(since) && !c.closed
+		c.mu.Unlock()
+		if idle && c.drain.CompareAndSwap(uint32(ConnDraining), uint32(ConnClosing)) {
+			c.Close()
+		}
+	})
+}
+
+// forceClose closes c now, whatever it is doing: at its drain deadline, or
+// when a drain is cut short. Closing the socket under TLS means a writer
+// stuck on a slow peer cannot block it.
+func (c *trackedConn) forceClose(why string) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.forced = true
+	c.mu.Unlock()
+	c.drain.Store(uint32(ConnClosing))
+	c.t.log.Warn("drainhttp: connection force-closed", "why", why,
+		"remote", c.RemoteAddr().String(), "protocol", c.protocol().String(),
+		"state", http.ConnState(c.state.Load()).String(), "age", c.t.clock.Now().Sub(c.accepted).String())
+	c.Close()
+}
+
+// Close closes the connection and forgets it.
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.finish()
+	return err
+}
+
+// finish forgets a closed connection, once.
+func (c *trackedConn) finish() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	for _, t := range []Timer{c.deadline, c.idleCheck} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	t := c.t
+	t.open[c.protocol()][c.state.Swap(int32(http.StateClosed))].Add(-1)
+	cancel, marked, reason, markedAt, forced := c.cancel, c.marked, c.reason, c.markedAt, c.forced
+	c.goaway = nil
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	if marked {
+		t.drained[reason].Add(1)
+		if forced {
+			t.forced.Add(1)
+		}
+	}
+	t.mu.Lock()
+	delete(t.conns, c)
+	if len(t.conns) == 0 && t.empty != nil {
+		close(t.empty)
+		t.empty = nil
+	}
+	onDone := t.onDone
+	t.mu.Unlock()
+	if marked && onDone != nil {
+		onDone(c, t.clock.Now().Sub(markedAt))
+	}
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// drainingChan returns a channel closed when c starts draining.
+func (c *trackedConn) drainingChan() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.notify == nil {
+		c.notify = make(chan struct{})
+	}
+	return c.notify
+}
+
+// drainAll drains every connection not yet draining, now: the drain
+// sequence is over. Connections accepted from now on drain at once.
+func (t *tracker) drainAll() {
+	t.mu.Lock()
+	t.final = true
+	t.mu.Unlock()
+	for _, c := range t.snapshot() {
+		c.proactiveDrain()
+	}
+}
+
+// closeAll closes every tracked connection at once, hijacked ones included.
+func (t *tracker) closeAll(why string) {
+	for _, c := range t.snapshot() {
+		c.forceClose(why)
+	}
+}
+
+// waitEmpty returns when no connection is tracked, or ctx ends.
+func (t *tracker) waitEmpty(ctx context.Context) error {
+	t.mu.Lock()
+	if len(t.conns) == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	if t.empty == nil {
+		t.empty = make(chan struct{})
+	}
+	empty := t.empty
+	t.mu.Unlock()
+	select {
+	case <-empty:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ReadFrom keeps net/http's sendfile path: *net.TCPConn implements
+// io.ReaderFrom.
+func (c *trackedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(c.Conn, r)
+}
+
+// CloseWrite keeps net/http's graceful half-close of TCP connections.
+func (c *trackedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// NetConn returns the accepted connection under c, like tls.Conn.NetConn.
+func (c *trackedConn) NetConn() net.Conn { return c.Conn }
+
+// goAwayAll sends GOAWAY to every HTTP/2 connection: the server is shutting
+// down (net/http's own HTTP/2 server does this in Shutdown).
+func (t *tracker) goAwayAll() {
+	for _, c := range t.snapshot() {
+		c.sendGoAway()
+	}
+}
+
+func (t *tracker) snapshot() []*trackedConn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	conns := make([]*trackedConn, 0, len(t.conns))
+	for c := range t.conns {
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// openCount returns how many connections are open.
+func (t *tracker) openCount() int64 {
+	var n int64
+	for p := range t.open {
+		for s := range t.open[p] {
+			n += t.open[p][s].Load()
+		}
+	}
+	return n
+}

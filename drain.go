@@ -1,0 +1,137 @@
+package drainhttp
+
+import (
+	"context"
+	"net/http"
+)
+
+// Drain runs the server's graceful drain sequence and returns when no
+// connection is left:
+//
+//  1. ReadyHandler starts failing, at once.
+//  2. For ShutdownDelay the server goes on serving normally, so that load
+//     balancers notice and stop sending new traffic.
+//  3. The Manager's drain sequence runs for DrainTime, with the listeners
+//     still accepting (connections accepted now are drained too): requests
+//     get Connection: close (HTTP/1.1) or GOAWAY (HTTP/2) as the Strategy
+//     says, and every connection's proactive drain runs within the first
+//     quarter of the window, closing idle HTTP/1.1 connections and sending
+//     GOAWAY to idle HTTP/2 ones.
+//  4. The listeners close: Serve returns http.ErrServerClosed.
+//  5. Every connection still open is drained now, and each draining
+//     connection is closed at its deadline (DrainTimeout after it was told
+//     to close) if it has not closed by itself.
+//
+// If ctx ends first, Drain closes every connection at once and returns
+// ctx.Err(). Calling Drain again, or while it runs, waits for the same
+// sequence. Envoy: the drain sequence after /drain_listeners?graceful or a
+// hot restart, plus kube-apiserver's shutdown delay.
+func (s *Server) Drain(ctx context.Context) error {
+	if err := s.init(); err != nil {
+		return err
+	}
+	s.drainOnce.Do(func() {
+		s.drainStarted.Store(true)
+		go s.runDrain()
+	})
+	select {
+	case <-s.drained:
+		return nil
+	case <-ctx.Done():
+	}
+	s.hurryUp()
+	s.closeListeners()
+	s.tracker.closeAll("drain cut short")
+	<-s.drained
+	return ctx.Err()
+}
+
+// DrainNow is Drain with nothing spread out: no ShutdownDelay and an
+// Immediate drain (Manager.DrainNow). Called while Drain runs, it cuts that
+// drain short the same way; connections keep their DrainTimeout deadline.
+// It is what a second SIGTERM means.
+func (s *Server) DrainNow(ctx context.Context) error {
+	if err := s.init(); err != nil {
+		return err
+	}
+	s.hurryUp()
+	return s.Drain(ctx)
+}
+
+func (s *Server) hurryUp() { s.hurryOnce.Do(func() { close(s.hurry) }) }
+
+func (s *Server) runDrain() {
+	defer close(s.drained)
+	clock := s.tracker.clock
+	start := clock.Now()
+	s.notReady.Store(true)
+	s.log.Info("drainhttp: drain started",
+		"strategy", s.mgr.opts.Strategy.String(), "drain_time", s.mgr.opts.DrainTime.String(),
+		"drain_timeout", s.tracker.drainTimeout.String(), "shutdown_delay", s.ShutdownDelay.String(),
+		"connections", s.tracker.openCount())
+
+	if s.ShutdownDelay > 0 {
+		delay := make(chan struct{})
+		t := clock.AfterFunc(s.ShutdownDelay, func() { close(delay) })
+		select {
+		case <-delay:
+		case <-s.hurry:
+			t.Stop()
+		}
+	}
+
+	complete := make(chan struct{})
+	select {
+	case <-s.hurry:
+		s.mgr.DrainNow(func() { close(complete) })
+	default:
+		s.mgr.StartDrainSequence(func() { close(complete) })
+		select {
+		case <-complete:
+		case <-s.hurry:
+			s.mgr.DrainNow(nil)
+		}
+	}
+	<-complete
+
+	s.closeListeners()
+	s.tracker.drainAll()
+	s.tracker.waitEmpty(context.Background())
+	// Nothing is left to wait for: this only puts the inner server in its
+	// closed state.
+	s.srv.Shutdown(context.Background())
+
+	t := s.tracker
+	s.log.Info("drainhttp: drain complete", "duration", clock.Now().Sub(start).String(),
+		"drained_by_decision", t.drained[ReasonDecision].Load(),
+		"drained_proactively", t.drained[ReasonProactive].Load(),
+		"forced", t.forced.Load())
+}
+
+// ReadyHandler returns an http.Handler for readiness probes and load
+// balancer health checks: 200 "ok" while the server takes new traffic, 503
+// "draining" once Drain, Shutdown or Close started or while the Manager's
+// health check is failed. Envoy: the health check filter answering 503
+// after /healthcheck/fail. Mount it where probes reach it; on the serving
+// mux it passes through the drain middleware like any request.
+func (s *Server) ReadyHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := s.init(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		if !s.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte("draining\n"))
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+}
+
+// Ready reports whether the server takes new traffic: see ReadyHandler.
+func (s *Server) Ready() bool {
+	return s.init() == nil && !s.notReady.Load() && s.mgr.Ready()
+}
