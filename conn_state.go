@@ -524,7 +524,7 @@ func (t *tracker) snapshot() []*trackedConn {
 func (t *tracker) openCount() int64 {
 	var n int64
 	for p := range t.open {
-		for s := range t.open[p] {
+		for _, s := range trackedStates {
 			n += t.open[p][s].Load()
 		}
 	}
