@@ -299,21 +299,31 @@ type rawH2 struct {
 }
 
 func (s *h2TestServer) dialRaw(proto string) *rawH2 {
-	t := s.t
+	s.t.Helper()
+	addr := s.h2cAddr
+	if proto == "h2" {
+		addr = s.tlsAddr
+	}
+	return dialRawH2(s.t, proto, addr, s.roots)
+}
+
+// dialRawH2 opens an HTTP/2 connection to addr ("h2" over TLS, "h2c" with
+// prior knowledge) and sends the preface and SETTINGS.
+func dialRawH2(t *testing.T, proto, addr string, roots *x509.CertPool) *rawH2 {
 	t.Helper()
 	var conn net.Conn
 	var err error
 	d := &net.Dialer{Timeout: h2Timeout}
 	if proto == "h2" {
 		var tc *tls.Conn
-		tc, err = tls.DialWithDialer(d, "tcp", s.tlsAddr, &tls.Config{RootCAs: s.roots, NextProtos: []string{"h2"}})
+		tc, err = tls.DialWithDialer(d, "tcp", addr, &tls.Config{RootCAs: roots, NextProtos: []string{"h2"}})
 		if err == nil && tc.ConnectionState().NegotiatedProtocol != "h2" {
 			tc.Close()
 			t.Fatalf("ALPN negotiated %q, want h2", tc.ConnectionState().NegotiatedProtocol)
 		}
 		conn = tc
 	} else {
-		conn, err = d.Dial("tcp", s.h2cAddr)
+		conn, err = d.Dial("tcp", addr)
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,9 @@ const (
 	// seconds; this one does not.
 	Gradual Strategy = iota
 	// Immediate makes DrainClose true from the first instant of the drain,
-	// and fires every proactive drain callback at once.
+	// and fires every proactive drain callback at once. The drain still
+	// lasts DrainTime: a server keeps accepting, and closing, connections
+	// until load balancers have stopped sending them.
 	Immediate
 )
 
@@ -248,7 +250,7 @@ func (s *sequence) drainClose(now time.Time, rnd func() float64) bool {
 // completion of an ancestor's drain, whichever comes first. The done
 // functions run one after another in the goroutine that completes the drain.
 func (m *Manager) StartDrainSequence(done func()) {
-	m.start(m.opts.Strategy, done)
+	m.start(m.opts.Strategy, false, done)
 }
 
 // DrainNow is StartDrainSequence with the Immediate strategy, and it also
@@ -257,10 +259,10 @@ func (m *Manager) StartDrainSequence(done func()) {
 // now. It is what a second SIGTERM or an operator's "drain immediately"
 // means.
 func (m *Manager) DrainNow(done func()) {
-	m.start(Immediate, done)
+	m.start(Immediate, true, done)
 }
 
-func (m *Manager) start(strategy Strategy, done func()) {
+func (m *Manager) start(strategy Strategy, now bool, done func()) {
 	m.mu.Lock()
 	if m.completed {
 		m.mu.Unlock()
@@ -273,24 +275,27 @@ func (m *Manager) start(strategy Strategy, done func()) {
 		m.doneFns = append(m.doneFns, done)
 	}
 	old := m.seq.Load()
-	if old != nil && strategy != Immediate {
+	if old != nil && !now {
 		m.mu.Unlock()
 		return
 	}
-	now := m.opts.Clock.Now()
-	s := &sequence{strategy: strategy, start: now, proactiveEnd: now}
-	if old != nil {
+	t := m.opts.Clock.Now()
+	s := &sequence{strategy: strategy, start: t, proactiveEnd: t}
+	switch {
+	case old != nil:
 		s.start = old.start
-	}
-	if strategy == Gradual {
+		s.length = t.Sub(old.start)
+	case !now:
 		s.length = m.opts.DrainTime + time.Duration(m.opts.Rand()*m.opts.DrainTimeJitter*float64(m.opts.DrainTime))
-		s.proactiveEnd = now.Add(time.Duration(m.opts.ProactiveFraction * float64(s.length)))
+		if strategy == Gradual {
+			s.proactiveEnd = t.Add(time.Duration(m.opts.ProactiveFraction * float64(s.length)))
+		}
 	}
 	m.seq.Store(s)
 	if m.timer != nil {
 		m.timer.Stop()
 	}
-	m.timer = m.opts.Clock.AfterFunc(s.length, m.complete)
+	m.timer = m.opts.Clock.AfterFunc(s.deadline().Sub(t), m.complete)
 	m.mu.Unlock()
 	m.reach(s)
 }
@@ -482,7 +487,7 @@ func (m *Manager) Status() DrainStatus {
 	}
 	st.Strategy, st.Start, st.Deadline = s.strategy, s.start, s.deadline()
 	switch elapsed := m.opts.Clock.Now().Sub(s.start); {
-	case completed || s.strategy == Immediate || elapsed >= s.length:
+	case completed || elapsed >= s.length:
 		st.Progress = 1
 	case elapsed > 0:
 		st.Progress = float64(elapsed) / float64(s.length)

@@ -84,16 +84,21 @@ func TestManager_NeverClosesBeforeDrain(t *testing.T) {
 	}
 }
 
-func TestManager_ImmediateClosesFromTheStart(t *testing.T) {
+func TestManager_ImmediateClosesFromTheStartAndLastsDrainTime(t *testing.T) {
 	for _, opts := range []ManagerOptions{
 		{Strategy: Immediate, DrainTime: time.Hour},
 		{Strategy: Gradual, DrainTime: 0},
 	} {
 		synctest.Test(t, func(t *testing.T) {
 			m := mustManager(t, opts)
+			start := time.Now()
 			m.StartDrainSequence(nil)
 			if !m.DrainClose() || !m.Draining() || m.Ready() {
 				t.Fatalf("%+v: DrainClose=%v Draining=%v Ready=%v right after start", opts, m.DrainClose(), m.Draining(), m.Ready())
+			}
+			<-m.Done()
+			if got := time.Since(start); got != opts.DrainTime {
+				t.Fatalf("%+v: drain completed after %v, want DrainTime", opts, got)
 			}
 		})
 	}
