@@ -95,11 +95,13 @@ func (s *Server) runDrain() {
 	<-complete
 
 	s.closeListeners()
+	s.runOnShutdown()
 	s.tracker.drainAll()
 	s.tracker.waitEmpty(context.Background())
-	// Nothing is left to wait for: this only puts the inner server in its
+	// Every connection is closed. Close (not Shutdown, which would wait for
+	// handlers that ignore their context) puts the inner server in its
 	// closed state.
-	s.srv.Shutdown(context.Background())
+	s.srv.Close()
 
 	t := s.tracker
 	s.log.Info("drainhttp: drain complete", "duration", clock.Now().Sub(start).String(),

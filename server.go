@@ -104,9 +104,10 @@ type Server struct {
 	tracker  *tracker
 	log      *slog.Logger
 
-	mu        sync.Mutex
-	listeners map[*trackingListener]struct{}
-	closed    bool // listeners closed by Drain; Serve returns ErrServerClosed
+	mu         sync.Mutex
+	listeners  map[*trackingListener]struct{}
+	closed     bool // listeners closed by Drain; Serve returns ErrServerClosed
+	onShutdown []func()
 
 	notReady     atomic.Bool
 	hurry        chan struct{} // closed by DrainNow
@@ -342,23 +343,40 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Close is http.Server.Close, except that it also closes hijacked
-// connections: every tracked connection is closed at once.
+// connections: every tracked connection is closed at once. A Drain in
+// progress then returns promptly.
 func (s *Server) Close() error {
 	if err := s.init(); err != nil {
 		return err
 	}
 	s.notReady.Store(true)
+	s.hurryUp()
 	s.closeListeners()
 	err := s.srv.Close()
 	s.tracker.closeAll("server closed")
 	return err
 }
 
-// RegisterOnShutdown registers f to run when Shutdown or Drain starts
-// closing connections, like http.Server.RegisterOnShutdown.
+// RegisterOnShutdown registers f to run, in its own goroutine, when
+// Shutdown starts or when Drain closes the listeners, like
+// http.Server.RegisterOnShutdown: use it to tell hijacked or long-lived
+// connections to finish.
 func (s *Server) RegisterOnShutdown(f func()) {
-	if s.init() == nil {
-		s.srv.RegisterOnShutdown(f)
+	if s.init() != nil {
+		return
+	}
+	s.mu.Lock()
+	s.onShutdown = append(s.onShutdown, f)
+	s.mu.Unlock()
+	s.srv.RegisterOnShutdown(f)
+}
+
+func (s *Server) runOnShutdown() {
+	s.mu.Lock()
+	fs := s.onShutdown
+	s.mu.Unlock()
+	for _, f := range fs {
+		go f()
 	}
 }
 

@@ -644,3 +644,44 @@ func TestServer_DrainContextEndCutsEverythingShort(t *testing.T) {
 		t.Fatalf("connections left open after Drain's context ended: %+v", st)
 	}
 }
+
+func TestServer_DrainReturnsAtTheDeadlineEvenIfAHandlerIgnoresItsContext(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	deaf := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release // ignores r.Context()
+	})
+	const drainTimeout = 200 * time.Millisecond
+	ts := startServer(t, &Server{Handler: deaf, DrainTime: 50 * time.Millisecond, DrainTimeout: drainTimeout})
+	c, url := ts.client("http/1.1")
+	failed := make(chan error, 1)
+	go func() {
+		resp, err := c.Get(url + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		failed <- err
+	}()
+	<-entered
+	start := time.Now()
+	if took := waitDrain(t, ts.drain(), start); took > 50*time.Millisecond+drainTimeout+2*time.Second {
+		t.Fatalf("drain took %v", took)
+	}
+	if err := <-failed; err == nil {
+		t.Fatal("request to a handler that never answered succeeded")
+	}
+}
+
+func TestServer_RegisterOnShutdownRunsWhenDrainClosesTheListeners(t *testing.T) {
+	ts := startServer(t, &Server{Handler: http.HandlerFunc(okHandler), DrainTime: 50 * time.Millisecond})
+	ran := make(chan struct{})
+	ts.s.RegisterOnShutdown(func() { close(ran) })
+	start := time.Now()
+	waitDrain(t, ts.drain(), start)
+	select {
+	case <-ran:
+	case <-time.After(testTimeout):
+		t.Fatal("OnShutdown function did not run")
+	}
+}
