@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Protocol is the application protocol of a connection.
@@ -75,13 +77,22 @@ const (
 	// ReasonProactive: its proactive drain callback ran, or the drain
 	// sequence completed while it was still open.
 	ReasonProactive
+	// ReasonMaxAge: it reached ConnPolicy.MaxConnectionAge (Envoy:
+	// downstream_cx_max_duration_reached).
+	ReasonMaxAge
+	// ReasonMaxRequests: it served ConnPolicy.MaxRequestsPerConnection
+	// requests (Envoy: downstream_cx_max_requests_reached).
+	ReasonMaxRequests
+	// ReasonGoAwayChance: ConnPolicy.GoAwayChance picked it.
+	ReasonGoAwayChance
 
-	numReasons = 2
+	numReasons = 5
 )
 
-var reasonName = [numReasons]string{"decision", "proactive"}
+var reasonName = [numReasons]string{"decision", "proactive", "max_age", "max_requests", "goaway_chance"}
 
-// String returns the reason's metric label: "decision" or "proactive".
+// String returns the reason's metric label: "decision", "proactive",
+// "max_age", "max_requests" or "goaway_chance".
 func (r DrainReason) String() string {
 	if int(r) < len(reasonName) {
 		return reasonName[r]
@@ -107,9 +118,12 @@ const idleCloseDelay = 250 * time.Millisecond
 type tracker struct {
 	mgr          *Manager
 	clock        Clock
+	rand         func() float64
 	drainTimeout time.Duration
 	log          *slog.Logger
 	userState    func(net.Conn, http.ConnState)
+	policy       *ConnPolicy   // for listeners without their own
+	limiter      *rate.Limiter // nil: proactive ends are not rate limited
 
 	mu     sync.Mutex
 	conns  map[*trackedConn]struct{}
@@ -128,6 +142,8 @@ func newTracker(mgr *Manager, clock Clock, drainTimeout time.Duration, log *slog
 	return &tracker{
 		mgr:          mgr,
 		clock:        clock,
+		rand:         mgr.opts.Rand,
+		policy:       &ConnPolicy{},
 		drainTimeout: drainTimeout,
 		log:          log,
 		userState:    userState,
@@ -140,12 +156,14 @@ func newTracker(mgr *Manager, clock Clock, drainTimeout time.Duration, log *slog
 type trackedConn struct {
 	net.Conn
 	t        *tracker
+	policy   *ConnPolicy
 	accepted time.Time
 
-	proto  atomic.Uint32 // Protocol
-	state  atomic.Int32  // http.ConnState
-	drain  atomic.Uint32 // ConnDrainState
-	active atomic.Int32  // StateActive transitions; HTTP/2's first is the preface
+	requests atomic.Int64
+	proto    atomic.Uint32 // Protocol
+	state    atomic.Int32  // http.ConnState
+	drain    atomic.Uint32 // ConnDrainState
+	active   atomic.Int32  // StateActive transitions; HTTP/2's first is the preface
 
 	mu        sync.Mutex // guards the fields below and the open counts' updates
 	marked    bool       // drain state left ConnNotDraining
@@ -154,6 +172,7 @@ type trackedConn struct {
 	idleSince time.Time
 	deadline  Timer
 	idleCheck Timer
+	ageTimer  Timer
 	cancel    func() bool   // unregisters the proactive drain callback
 	goaway    func()        // HTTP/2 only: GOAWAY on this connection
 	notify    chan struct{} // closed when marked; nil until asked for
@@ -164,7 +183,8 @@ type trackedConn struct {
 // trackingListener wraps the listeners a Server serves on.
 type trackingListener struct {
 	net.Listener
-	t *tracker
+	t      *tracker
+	policy *ConnPolicy
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
@@ -172,11 +192,14 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return l.t.add(nc), nil
+	return l.t.add(nc, l.policy), nil
 }
 
-func (t *tracker) add(nc net.Conn) *trackedConn {
-	c := &trackedConn{Conn: nc, t: t, accepted: t.clock.Now()}
+func (t *tracker) add(nc net.Conn, policy *ConnPolicy) *trackedConn {
+	if policy == nil {
+		policy = t.policy
+	}
+	c := &trackedConn{Conn: nc, t: t, policy: policy, accepted: t.clock.Now()}
 	c.state.Store(int32(http.StateNew))
 	t.accepted.Add(1)
 	t.open[HTTP1][http.StateNew].Add(1)
@@ -184,11 +207,67 @@ func (t *tracker) add(nc net.Conn) *trackedConn {
 	t.conns[c] = struct{}{}
 	final := t.final
 	t.mu.Unlock()
-	c.cancel = t.mgr.OnDrain(c.proactiveDrain)
+	c.mu.Lock()
+	c.cancel = t.mgr.OnDrain(func() { t.endLimited(c, ReasonProactive) })
+	if policy.MaxConnectionAge > 0 {
+		c.ageTimer = t.clock.AfterFunc(policy.age(t.rand()), func() { t.endLimited(c, ReasonMaxAge) })
+	}
+	c.mu.Unlock()
 	if final {
-		c.proactiveDrain()
+		c.end(ReasonProactive)
 	}
 	return c
+}
+
+// endLimited ends c for reason (see end) as soon as the server's rate limit
+// on proactive ends allows: now, or later on a timer. It never skips one.
+func (t *tracker) endLimited(c *trackedConn, reason DrainReason) {
+	if d := t.reserveEnd(); d > 0 {
+		t.clock.AfterFunc(d, func() { c.end(reason) })
+		return
+	}
+	c.end(reason)
+}
+
+// reserveEnd reserves one proactive end under the server's rate limit and
+// returns how long to wait for it: zero means now.
+func (t *tracker) reserveEnd() time.Duration {
+	if t.limiter == nil {
+		return 0
+	}
+	now := t.clock.Now()
+	return t.limiter.ReserveN(now, 1).DelayFrom(now)
+}
+
+// onRequest applies the drain decision and the connection's policies to a
+// request on c, and makes the response end c if one of them says so. While
+// nothing fires it is a few atomic operations and no allocation.
+func (c *trackedConn) onRequest(d Decision, w http.ResponseWriter, r *http.Request) {
+	n := c.requests.Add(1)
+	if ConnDrainState(c.drain.Load()) != ConnNotDraining {
+		c.closeAfter(w, r)
+		return
+	}
+	p := c.policy
+	var reason DrainReason
+	switch {
+	case d.DrainClose():
+		reason = ReasonDecision
+	case p.MaxRequestsPerConnection > 0 && n >= p.MaxRequestsPerConnection:
+		reason = ReasonMaxRequests
+	case p.GoAwayChance > 0 && (p.GoAwayChanceHTTP1 || c.protocol() != HTTP1) && c.t.rand() < p.GoAwayChance:
+		// Rate limited like the other proactive ends: if the limiter
+		// allows it only later, the connection is ended then.
+		if d := c.t.reserveEnd(); d > 0 {
+			c.t.clock.AfterFunc(d, func() { c.end(ReasonGoAwayChance) })
+			return
+		}
+		reason = ReasonGoAwayChance
+	default:
+		return
+	}
+	c.markDraining(reason)
+	c.closeAfter(w, r)
 }
 
 // connOf finds the tracked connection under a net.Conn that net/http or the
@@ -268,6 +347,10 @@ func (c *trackedConn) setState(state http.ConnState) {
 // send it a GOAWAY.
 func (c *trackedConn) setHTTP2(p Protocol, goaway func()) {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
 	old := c.protocol()
 	s := c.state.Load()
 	c.proto.Store(uint32(p))
@@ -321,7 +404,11 @@ func (c *trackedConn) markDraining(reason DrainReason) bool {
 	c.marked = true
 	c.reason = reason
 	c.markedAt = c.t.clock.Now()
-	c.deadline = c.t.clock.AfterFunc(c.t.drainTimeout, func() { c.forceClose("drain deadline") })
+	timeout := c.t.drainTimeout
+	if reason == ReasonMaxAge {
+		timeout = c.policy.MaxConnectionAgeGrace
+	}
+	c.deadline = c.t.clock.AfterFunc(timeout, func() { c.forceClose("drain deadline") })
 	if c.notify != nil {
 		close(c.notify)
 	} else {
@@ -332,10 +419,14 @@ func (c *trackedConn) markDraining(reason DrainReason) bool {
 	return true
 }
 
-// proactiveDrain is the connection's proactive drain callback: it drains a
-// connection that may never send another request.
-func (c *trackedConn) proactiveDrain() {
-	c.markDraining(ReasonProactive)
+// end drains c for reason, even if it never sends another request: it is
+// marked draining, an idle HTTP/1.1 connection is closed (once it has been
+// idle for idleCloseDelay), an HTTP/2 connection that has served a request
+// is sent a GOAWAY.
+func (c *trackedConn) end(reason DrainReason) {
+	if !c.markDraining(reason) && ConnDrainState(c.drain.Load()) != ConnDraining {
+		return // closing or closed
+	}
 	switch c.protocol() {
 	case HTTP1:
 		c.mu.Lock()
@@ -377,6 +468,11 @@ func (c *trackedConn) forceClose(why string) {
 		return
 	}
 	c.forced = true
+	if !c.marked {
+		// Ended by a drain cut short or by Close before its turn came:
+		// counted as drained (proactively) and forced.
+		c.marked, c.reason, c.markedAt = true, ReasonProactive, c.t.clock.Now()
+	}
 	c.mu.Unlock()
 	c.drain.Store(uint32(ConnClosing))
 	c.t.log.Warn("drainhttp: connection force-closed", "why", why,
@@ -400,7 +496,7 @@ func (c *trackedConn) finish() {
 		return
 	}
 	c.closed = true
-	for _, t := range []Timer{c.deadline, c.idleCheck} {
+	for _, t := range []Timer{c.deadline, c.idleCheck, c.ageTimer} {
 		if t != nil {
 			t.Stop()
 		}
@@ -413,10 +509,18 @@ func (c *trackedConn) finish() {
 	if cancel != nil {
 		cancel()
 	}
+	// Count before forgetting, so that a drain that waits for the last
+	// connection sees its counters final.
 	if marked {
 		t.drained[reason].Add(1)
 		if forced {
 			t.forced.Add(1)
+		}
+		t.mu.Lock()
+		onDone := t.onDone
+		t.mu.Unlock()
+		if onDone != nil {
+			onDone(c, t.clock.Now().Sub(markedAt))
 		}
 	}
 	t.mu.Lock()
@@ -425,11 +529,7 @@ func (c *trackedConn) finish() {
 		close(t.empty)
 		t.empty = nil
 	}
-	onDone := t.onDone
 	t.mu.Unlock()
-	if marked && onDone != nil {
-		onDone(c, t.clock.Now().Sub(markedAt))
-	}
 }
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
@@ -451,7 +551,7 @@ func (t *tracker) drainAll() {
 	t.final = true
 	t.mu.Unlock()
 	for _, c := range t.snapshot() {
-		c.proactiveDrain()
+		c.end(ReasonProactive)
 	}
 }
 

@@ -486,13 +486,34 @@ func (m *Manager) Status() DrainStatus {
 		return st
 	}
 	st.Strategy, st.Start, st.Deadline = s.strategy, s.start, s.deadline()
-	switch elapsed := m.opts.Clock.Now().Sub(s.start); {
-	case completed || elapsed >= s.length:
+	st.Progress = s.progress(m.opts.Clock.Now())
+	if completed {
 		st.Progress = 1
-	case elapsed > 0:
-		st.Progress = float64(elapsed) / float64(s.length)
 	}
 	return st
+}
+
+func (s *sequence) progress(now time.Time) float64 {
+	switch elapsed := now.Sub(s.start); {
+	case elapsed >= s.length:
+		return 1
+	case elapsed > 0:
+		return float64(elapsed) / float64(s.length)
+	}
+	return 0
+}
+
+// windowProgress is Progress without a lock, for the request path: the
+// furthest progress of the drains that reached m.
+func (m *Manager) windowProgress() float64 {
+	now := m.opts.Clock.Now()
+	var p float64
+	for x := m; x != nil; x = x.parent {
+		if s := x.seq.Load(); s != nil {
+			p = max(p, s.progress(now))
+		}
+	}
+	return p
 }
 
 // Progress returns the elapsed fraction of the drain window: 0 before the

@@ -63,26 +63,23 @@ func Middleware(d Decision, opts ...MiddlewareOption) func(http.Handler) http.Ha
 }
 
 type middleware struct {
-	d    Decision
-	next http.Handler
-	log  *slog.Logger
+	d     Decision
+	next  http.Handler
+	log   *slog.Logger
+	retry *retryAfter // Server only
 }
 
 func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c := connFromContext(r.Context())
-	switch {
-	case c != nil && ConnDrainState(c.drain.Load()) != ConnNotDraining:
-		c.closeAfter(w, r)
-	case m.d.DrainClose():
+	if m.retry != nil && m.retry.reject(w, r) {
+		return
+	}
+	if c := connFromContext(r.Context()); c != nil {
+		c.onRequest(m.d, w, r)
+	} else if m.d.DrainClose() {
 		if m.log != nil {
 			m.log.Debug("drainhttp: connection told to close", "remote", r.RemoteAddr, "proto", r.Proto)
 		}
-		if c == nil {
-			setConnectionClose(w, r)
-			break
-		}
-		c.markDraining(ReasonDecision)
-		c.closeAfter(w, r)
+		setConnectionClose(w, r)
 	}
 	m.next.ServeHTTP(w, r)
 }

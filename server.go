@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/time/rate"
 )
 
 // DefaultDrainTimeout is the default per-connection drain deadline: Envoy's
@@ -88,6 +89,24 @@ type Server struct {
 	// Zero (the default) means no delay; negative is an error.
 	// kube-apiserver: --shutdown-delay-duration.
 	ShutdownDelay time.Duration
+	// ConnPolicy ends connections in everyday operation (maximum age,
+	// maximum requests, GoAway chance) through the same path as a drain.
+	// The zero value applies none. WithPolicy overrides it per listener.
+	ConnPolicy
+	// RetryAfter, if not nil, answers requests in the later part of a
+	// drain with a status and Retry-After instead of serving them
+	// (kube-apiserver's shutdown-send-retry-after). Nil (the default)
+	// serves every request.
+	RetryAfter *RetryAfter
+	// ProactiveEndRate caps how many connections per second the server
+	// ends on its own initiative (proactive drain, MaxConnectionAge,
+	// GoAwayChance), so that their reconnects do not storm the rest of the
+	// fleet. Connections over the limit are ended as soon as the limit
+	// allows, never skipped. Requests told to close by the drain decision
+	// and MaxRequestsPerConnection are not limited, and neither is the
+	// final drain of every connection when the drain window ends. Zero
+	// (the default) means no limit; negative is an error.
+	ProactiveEndRate float64
 	// Logger receives the server's drain logs: drain start and completion
 	// at Info, forced closes at Warn, per-connection decisions at Debug.
 	// Nil means no logs.
@@ -128,6 +147,16 @@ func (s *Server) build() error {
 		return fmt.Errorf("%w: DrainTimeout %v is negative", ErrInvalidOption, s.DrainTimeout)
 	case s.ShutdownDelay < 0:
 		return fmt.Errorf("%w: ShutdownDelay %v is negative", ErrInvalidOption, s.ShutdownDelay)
+	case s.ProactiveEndRate < 0:
+		return fmt.Errorf("%w: ProactiveEndRate %v is negative", ErrInvalidOption, s.ProactiveEndRate)
+	}
+	if err := s.ConnPolicy.validate(); err != nil {
+		return err
+	}
+	if s.RetryAfter != nil {
+		if err := s.RetryAfter.validate(); err != nil {
+			return err
+		}
 	}
 	mgr, err := NewManager(ManagerOptions{
 		DrainTime:       s.DrainTime,
@@ -149,18 +178,28 @@ func (s *Server) build() error {
 	}
 	s.mgr = mgr
 	s.tracker = newTracker(mgr, mgr.opts.Clock, drainTimeout, s.log, s.ConnState)
+	policy := s.ConnPolicy.normalize(drainTimeout)
+	s.tracker.policy = &policy
+	if s.ProactiveEndRate > 0 {
+		// A burst of one spaces the ends evenly.
+		s.tracker.limiter = rate.NewLimiter(rate.Limit(s.ProactiveEndRate), 1)
+	}
+	mw := &middleware{d: mgr}
+	if s.RetryAfter != nil {
+		mw.retry = newRetryAfter(s.RetryAfter, mgr)
+	}
 	s.listeners = make(map[*trackingListener]struct{})
 	s.hurry = make(chan struct{})
 	s.drained = make(chan struct{})
 
-	handler := s.Handler
-	if handler == nil {
-		handler = http.DefaultServeMux
+	mw.next = s.Handler
+	if mw.next == nil {
+		mw.next = http.DefaultServeMux
 	}
 	userConnContext := s.ConnContext
 	s.srv = &http.Server{
 		Addr:                         s.Addr,
-		Handler:                      &middleware{d: mgr, next: handler},
+		Handler:                      mw,
 		DisableGeneralOptionsHandler: s.DisableGeneralOptionsHandler,
 		TLSConfig:                    s.TLSConfig,
 		ReadTimeout:                  s.ReadTimeout,
@@ -284,6 +323,13 @@ func (s *Server) track(l net.Listener) (*trackingListener, error) {
 		return nil, err
 	}
 	tl := &trackingListener{Listener: l, t: s.tracker}
+	if pl, ok := l.(*policyListener); ok {
+		if err := pl.policy.validate(); err != nil {
+			return nil, err
+		}
+		p := pl.policy.normalize(s.tracker.drainTimeout)
+		tl.policy = &p
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

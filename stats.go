@@ -16,9 +16,10 @@ type Stats struct {
 	// Drained counts connections that closed after being drained, by
 	// reason ("decision", "proactive"): Envoy's downstream_cx_drain_close.
 	Drained map[string]uint64 `json:"drained"`
-	// Forced counts drained connections that were still open at their
-	// deadline, or when a drain was cut short, and were force-closed.
-	// They are also counted in Drained.
+	// Forced counts connections the server closed by force: drained
+	// connections still open at their deadline, and every connection
+	// still open when a drain was cut short or Close was called. They are
+	// also counted in Drained.
 	Forced uint64 `json:"forced"`
 	// GoAways counts HTTP/2 connections sent a GOAWAY: Envoy's
 	// http2.goaway_sent.
