@@ -19,13 +19,9 @@ func (w *benchWriter) WriteHeader(int)             {}
 
 // benchRequest is a request as a Server hands it to its handler: its
 // context carries the connection record, under net/http's own values.
-func benchRequest(b *testing.B) *http.Request {
-	mgr, err := NewManager(ManagerOptions{DrainTime: time.Minute})
-	if err != nil {
-		b.Fatal(err)
-	}
+func benchRequest(b *testing.B, mgr *Manager, policy ConnPolicy) *http.Request {
 	t := newTracker(mgr, realClock{}, time.Second, slog.New(slog.DiscardHandler), nil)
-	c := &trackedConn{t: t}
+	c := &trackedConn{t: t, policy: &policy}
 	ctx := context.WithValue(context.Background(), http.ServerContextKey, &http.Server{})
 	ctx = context.WithValue(ctx, http.LocalAddrContextKey, &net.TCPAddr{})
 	ctx = t.connContext(ctx, c)
@@ -40,22 +36,43 @@ func benchRequest(b *testing.B) *http.Request {
 
 func benchHandler(w http.ResponseWriter, r *http.Request) { w.Write(nil) }
 
+func benchManager(b *testing.B) *Manager {
+	mgr, err := NewManager(ManagerOptions{DrainTime: time.Minute, Rand: func() float64 { return 0.99 }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return mgr
+}
+
 func BenchmarkBareHandler(b *testing.B) {
 	h := http.HandlerFunc(benchHandler)
-	w, r := &benchWriter{h: http.Header{}}, benchRequest(b)
+	w, r := &benchWriter{h: http.Header{}}, benchRequest(b, benchManager(b), ConnPolicy{})
 	b.ReportAllocs()
 	for b.Loop() {
 		h.ServeHTTP(w, r)
 	}
 }
 
+// BenchmarkMiddleware is a request through the Server's middleware while
+// nothing drains.
 func BenchmarkMiddleware(b *testing.B) {
-	mgr, err := NewManager(ManagerOptions{DrainTime: time.Minute})
-	if err != nil {
-		b.Fatal(err)
-	}
+	mgr := benchManager(b)
 	h := Middleware(mgr)(http.HandlerFunc(benchHandler))
-	w, r := &benchWriter{h: http.Header{}}, benchRequest(b)
+	w, r := &benchWriter{h: http.Header{}}, benchRequest(b, mgr, ConnPolicy{})
+	b.ReportAllocs()
+	for b.Loop() {
+		h.ServeHTTP(w, r)
+	}
+}
+
+// BenchmarkMiddlewareAllPolicies is BenchmarkMiddleware with every
+// connection policy and the Retry-After phase configured, none firing (the
+// rand source never picks the GoAway chance).
+func BenchmarkMiddlewareAllPolicies(b *testing.B) {
+	mgr := benchManager(b)
+	policy := ConnPolicy{MaxConnectionAge: time.Hour, MaxRequestsPerConnection: 1 << 62, GoAwayChance: MaxGoAwayChance, GoAwayChanceHTTP1: true}
+	h := &middleware{d: mgr, next: http.HandlerFunc(benchHandler), retry: newRetryAfter(&RetryAfter{After: 0.5}, mgr)}
+	w, r := &benchWriter{h: http.Header{}}, benchRequest(b, mgr, policy.normalize(time.Second))
 	b.ReportAllocs()
 	for b.Loop() {
 		h.ServeHTTP(w, r)
