@@ -3,6 +3,8 @@ package drainhttp
 import (
 	"context"
 	"net/http"
+	"sync"
+	"time"
 )
 
 // Drain runs the server's graceful drain sequence and returns when no
@@ -80,6 +82,8 @@ func (s *Server) runDrain() {
 		}
 	}
 
+	stopProgress := s.logProgress()
+	defer stopProgress()
 	complete := make(chan struct{})
 	select {
 	case <-s.hurry:
@@ -108,6 +112,40 @@ func (s *Server) runDrain() {
 		"drained_by_decision", t.drained[ReasonDecision].Load(),
 		"drained_proactively", t.drained[ReasonProactive].Load(),
 		"forced", t.forced.Load())
+}
+
+// progressLogInterval is how often a running drain logs its progress: often
+// enough to watch a drain of half a minute, rarely enough to keep a
+// ten-minute one to a screenful.
+const progressLogInterval = 5 * time.Second
+
+// logProgress logs the drain's progress every progressLogInterval until the
+// returned function is called.
+func (s *Server) logProgress() (stop func()) {
+	var mu sync.Mutex
+	stopped := false
+	var timer Timer
+	var tick func()
+	tick = func() {
+		st, stats := s.mgr.Status(), s.tracker.stats()
+		s.log.Info("drainhttp: draining", "progress", st.Progress,
+			"time_left", max(st.Deadline.Sub(s.tracker.clock.Now()), 0).Round(time.Millisecond).String(),
+			"connections", stats.OpenTotal, "drained", stats.Drained, "forced", stats.Forced)
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			timer = s.tracker.clock.AfterFunc(progressLogInterval, tick)
+		}
+	}
+	mu.Lock()
+	timer = s.tracker.clock.AfterFunc(progressLogInterval, tick)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		timer.Stop()
+	}
 }
 
 // ReadyHandler returns an http.Handler for readiness probes and load
