@@ -29,12 +29,33 @@ import (
 // sequence. Envoy: the drain sequence after /drain_listeners?graceful or a
 // hot restart, plus kube-apiserver's shutdown delay.
 func (s *Server) Drain(ctx context.Context) error {
+	return s.drain(ctx, false)
+}
+
+// DrainAfterHandoff is Drain for a process whose listening sockets another
+// process has taken over, in a hot restart: the listeners close first (the
+// new process accepts from now on), there is no ShutdownDelay, and then the
+// existing connections are drained exactly as by Drain: the drain window
+// with its decisions and proactive drain, then the per-connection
+// deadlines. Give ctx the parent shutdown time as its deadline: when it
+// ends, every connection left is closed. Envoy: the parent's side of a hot
+// restart (drainListeners, then startParentShutdownSequence's
+// --parent-shutdown-time-s timer).
+func (s *Server) DrainAfterHandoff(ctx context.Context) error {
+	if err := s.init(); err != nil {
+		return err
+	}
+	s.closeListeners()
+	return s.drain(ctx, true)
+}
+
+func (s *Server) drain(ctx context.Context, handoff bool) error {
 	if err := s.init(); err != nil {
 		return err
 	}
 	s.drainOnce.Do(func() {
 		s.drainStarted.Store(true)
-		go s.runDrain()
+		go s.runDrain(handoff)
 	})
 	select {
 	case <-s.drained:
@@ -62,7 +83,7 @@ func (s *Server) DrainNow(ctx context.Context) error {
 
 func (s *Server) hurryUp() { s.hurryOnce.Do(func() { close(s.hurry) }) }
 
-func (s *Server) runDrain() {
+func (s *Server) runDrain(handoff bool) {
 	defer close(s.drained)
 	clock := s.tracker.clock
 	start := clock.Now()
@@ -70,9 +91,9 @@ func (s *Server) runDrain() {
 	s.log.Info("drainhttp: drain started",
 		"strategy", s.mgr.opts.Strategy.String(), "drain_time", s.mgr.opts.DrainTime.String(),
 		"drain_timeout", s.tracker.drainTimeout.String(), "shutdown_delay", s.ShutdownDelay.String(),
-		"connections", s.tracker.openCount())
+		"handoff", handoff, "connections", s.tracker.openCount())
 
-	if s.ShutdownDelay > 0 {
+	if s.ShutdownDelay > 0 && !handoff {
 		delay := make(chan struct{})
 		t := clock.AfterFunc(s.ShutdownDelay, func() { close(delay) })
 		select {

@@ -685,3 +685,29 @@ func TestServer_RegisterOnShutdownRunsWhenDrainClosesTheListeners(t *testing.T) 
 		t.Fatal("OnShutdown function did not run")
 	}
 }
+
+func TestServer_DrainAfterHandoffStopsAcceptingAtOnceAndDrainsTheRest(t *testing.T) {
+	ts := startServer(t, &Server{Handler: http.HandlerFunc(okHandler), DrainTime: 300 * time.Millisecond, ShutdownDelay: time.Hour})
+	c, url := ts.client("h2c")
+	get(t, c, url+"/")
+	start := time.Now()
+	drained := make(chan error, 1)
+	go func() { drained <- ts.s.DrainAfterHandoff(context.Background()) }()
+	waitFor(t, "the listener to close", func() bool {
+		conn, err := net.Dial("tcp", ts.addr)
+		if err == nil {
+			conn.Close()
+		}
+		return err != nil
+	})
+	// The connection opened before the handoff is still served, then
+	// drained: the shutdown delay does not apply.
+	get(t, c, url+"/")
+	took := waitDrain(t, drained, start)
+	if took > 300*time.Millisecond+DefaultDrainTimeout+time.Second {
+		t.Fatalf("drain after handoff took %v", took)
+	}
+	if st := ts.s.Stats(); st.GoAways != 1 || st.Forced != 0 {
+		t.Fatalf("stats: %+v", st)
+	}
+}
