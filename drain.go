@@ -53,10 +53,7 @@ func (s *Server) drain(ctx context.Context, handoff bool) error {
 	if err := s.init(); err != nil {
 		return err
 	}
-	s.drainOnce.Do(func() {
-		s.drainStarted.Store(true)
-		go s.runDrain(handoff)
-	})
+	s.startDrain(handoff)
 	select {
 	case <-s.drained:
 		return nil
@@ -79,6 +76,16 @@ func (s *Server) DrainNow(ctx context.Context) error {
 	}
 	s.hurryUp()
 	return s.Drain(ctx)
+}
+
+// startDrain starts the drain sequence in the background, once: readiness
+// fails before it returns.
+func (s *Server) startDrain(handoff bool) {
+	s.drainOnce.Do(func() {
+		s.notReady.Store(true)
+		s.drainStarted.Store(true)
+		go s.runDrain(handoff)
+	})
 }
 
 func (s *Server) hurryUp() { s.hurryOnce.Do(func() { close(s.hurry) }) }

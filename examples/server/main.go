@@ -1,0 +1,413 @@
+// Command server is a runnable drainhttp server, to try draining by hand:
+// run it, send it traffic, then drain it with SIGTERM (a second SIGTERM or
+// Ctrl-C makes the drain immediate) or through its admin port, and watch it
+// exit 0 once every connection is gone.
+//
+//	go run ./examples/server -drain-time 5s -log-level debug
+//	curl localhost:8080/                             # ok
+//	curl --http2-prior-knowledge localhost:8080/     # the same over h2c
+//	curl -N 'localhost:8080/stream?n=100&every=200ms'
+//	curl localhost:9901/status
+//	curl -XPOST localhost:9901/drain                 # or ?strategy=immediate
+//
+// Flags:
+//
+//	-addr            public HTTP/1.1 and h2c address (default 127.0.0.1:8080)
+//	-tls-addr        public TLS address, h2 and HTTP/1.1 via ALPN, with a
+//	                 self-signed certificate made at start (default: none)
+//	-admin           admin address: /ready, /status, POST /drain,
+//	                 POST /healthcheck/fail and /ok (default 127.0.0.1:9901)
+//	-drain-time      drain window, Envoy's --drain-time-s (default 10s)
+//	-drain-timeout   per-connection hard deadline once told to close (default 5s)
+//	-strategy        gradual or immediate (default gradual)
+//	-shutdown-delay  time to keep serving, not ready, before the window (default 0)
+//	-log-level       debug, info, warn or error (default info)
+//
+// Handlers on the public address:
+//
+//	/                     200 "ok\n"
+//	/sleep?d=500ms        sleeps d (or until the request ends), then answers
+//	/stream?n=10&every=100ms
+//	                      streams n lines, one every interval, and stops
+//	                      early, with a last line saying so, when its
+//	                      connection starts draining
+//
+// Bad flags exit 2; a failure to listen or serve exits 1.
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/drainhttp/drainhttp"
+	"github.com/lmittmann/tint"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// config is the parsed command line.
+type config struct {
+	addr, tlsAddr, admin string
+	drainTime            time.Duration
+	drainTimeout         time.Duration
+	shutdownDelay        time.Duration
+	strategy             drainhttp.Strategy
+	level                slog.Level
+}
+
+var logLevels = map[string]slog.Level{
+	"debug": slog.LevelDebug,
+	"info":  slog.LevelInfo,
+	"warn":  slog.LevelWarn,
+	"error": slog.LevelError,
+}
+
+// parseError is an error that package flag has already printed, with the
+// usage.
+type parseError struct{ error }
+
+func (e parseError) Unwrap() error { return e.error }
+
+// parseFlags parses args. A parseError has already been printed; other
+// errors are for the caller to print.
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	cfg := config{strategy: drainhttp.Gradual, level: slog.LevelInfo}
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "public `address` for HTTP/1.1 and h2c")
+	fs.StringVar(&cfg.tlsAddr, "tls-addr", "", "public TLS `address` (h2 and HTTP/1.1, self-signed certificate); empty means none")
+	fs.StringVar(&cfg.admin, "admin", "127.0.0.1:9901", "admin `address` (keep it private)")
+	fs.DurationVar(&cfg.drainTime, "drain-time", 10*time.Second, "drain window (Envoy --drain-time-s)")
+	fs.DurationVar(&cfg.drainTimeout, "drain-timeout", 5*time.Second, "per-connection deadline once told to close (Envoy drain_timeout)")
+	fs.DurationVar(&cfg.shutdownDelay, "shutdown-delay", 0, "keep serving, not ready, this long before the drain window")
+	fs.Func("strategy", "drain strategy: gradual or immediate (default gradual)", func(v string) error {
+		s, err := drainhttp.ParseStrategy(v)
+		cfg.strategy = s
+		return err
+	})
+	fs.Func("log-level", "log level: debug, info, warn or error (default info)", func(v string) error {
+		l, ok := logLevels[v]
+		if !ok {
+			return fmt.Errorf("unknown log level %q (want debug, info, warn or error)", v)
+		}
+		cfg.level = l
+		return nil
+	})
+	if err := fs.Parse(args); err != nil {
+		return cfg, parseError{err}
+	}
+	switch {
+	case fs.NArg() > 0:
+		return cfg, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	case cfg.addr == "":
+		return cfg, errors.New("-addr must not be empty")
+	case cfg.admin == "":
+		return cfg, errors.New("-admin must not be empty")
+	case cfg.drainTime < 0:
+		return cfg, fmt.Errorf("-drain-time %v is negative", cfg.drainTime)
+	case cfg.drainTimeout < 0:
+		return cfg, fmt.Errorf("-drain-timeout %v is negative", cfg.drainTimeout)
+	case cfg.shutdownDelay < 0:
+		return cfg, fmt.Errorf("-shutdown-delay %v is negative", cfg.shutdownDelay)
+	}
+	return cfg, nil
+}
+
+// run is the program; it returns the exit code.
+func run(args []string, stderr *os.File) int {
+	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		if !errors.As(err, new(parseError)) {
+			fmt.Fprintf(stderr, "server: %v\n", err)
+		}
+		return 2
+	}
+	logger := slog.New(tint.NewTextHandler(stderr, &tint.Options{
+		Level:      cfg.level,
+		TimeFormat: "15:04:05.000",
+		NoColor:    !isTerminal(stderr),
+	}))
+	if err := serve(cfg, logger); err != nil {
+		logger.Error("server: " + err.Error())
+		return 1
+	}
+	return 0
+}
+
+// isTerminal reports whether f is a terminal, without a dependency: a
+// character device is as close as the standard library gets.
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// serve listens on every address, serves until SIGTERM or SIGINT (or POST
+// /drain on the admin port), drains, and then stops the admin server.
+func serve(cfg config, logger *slog.Logger) error {
+	var listeners []net.Listener
+	closeAll := func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}
+	listen := func(addr string) (net.Listener, error) {
+		l, err := net.Listen("tcp", addr)
+		if err == nil {
+			listeners = append(listeners, l)
+		}
+		return l, err
+	}
+	pub, err := listen(cfg.addr)
+	if err != nil {
+		return err
+	}
+	var tlsLn net.Listener
+	var tlsConf *tls.Config
+	if cfg.tlsAddr != "" {
+		if tlsLn, err = listen(cfg.tlsAddr); err != nil {
+			closeAll()
+			return err
+		}
+		cert, err := selfSignedCert()
+		if err != nil {
+			closeAll()
+			return err
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
+	}
+	adminLn, err := listen(cfg.admin)
+	if err != nil {
+		closeAll()
+		return err
+	}
+
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetHTTP2(true)            // h2 over TLS, via ALPN
+	protos.SetUnencryptedHTTP2(true) // h2c with prior knowledge
+	errorLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
+	s := &drainhttp.Server{
+		Handler:           routes(),
+		Protocols:         &protos,
+		TLSConfig:         tlsConf,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          errorLog,
+		DrainTime:         cfg.drainTime,
+		DrainTimeout:      cfg.drainTimeout,
+		Strategy:          cfg.strategy,
+		ShutdownDelay:     cfg.shutdownDelay,
+		Logger:            logger,
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := s.RegisterMetrics(reg, nil); err != nil {
+		closeAll()
+		adminLn.Close()
+		return err
+	}
+	// The admin server is a plain http.Server: it must keep answering while
+	// s drains, so it is not s.
+	adminSrv := &http.Server{
+		Handler: s.AdminHandler(drainhttp.AdminOptions{
+			Logger:  logger,
+			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          errorLog,
+	}
+	adminDone := make(chan error, 1)
+	go func() { adminDone <- adminSrv.Serve(adminLn) }()
+
+	attrs := []any{"addr", pub.Addr().String()}
+	serveFns := []func() error{func() error { return s.Serve(pub) }}
+	if tlsLn != nil {
+		attrs = append(attrs, "tls_addr", tlsLn.Addr().String())
+		serveFns = append(serveFns, func() error { return s.ServeTLS(tlsLn, "", "") })
+	}
+	attrs = append(attrs, "admin", adminLn.Addr().String(), "strategy", cfg.strategy.String(),
+		"drain_time", cfg.drainTime.String(), "drain_timeout", cfg.drainTimeout.String(),
+		"shutdown_delay", cfg.shutdownDelay.String())
+	logger.Info("server: listening", attrs...)
+
+	err = s.ServeUntilSignal(serveFns...)
+
+	// The drain is over (or serving failed): stop the admin server too.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if aerr := adminSrv.Shutdown(ctx); aerr != nil {
+		adminSrv.Close()
+	}
+	if aerr := <-adminDone; !errors.Is(aerr, http.ErrServerClosed) {
+		logger.Error("server: admin server failed", "err", aerr)
+	}
+	if err != nil {
+		return err
+	}
+	logger.Info("server: drained, exiting")
+	return nil
+}
+
+// routes returns the public handlers.
+func routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /sleep", sleep)
+	mux.HandleFunc("GET /stream", stream)
+	return mux
+}
+
+// sleep answers after d (?d=500ms), or returns early if the request ends.
+func sleep(w http.ResponseWriter, r *http.Request) {
+	d, err := durationParam(r, "d", -1)
+	if err == nil && d < 0 {
+		err = errors.New(`missing parameter "d" (say, ?d=500ms)`)
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
+		return // the client is gone or the connection was closed
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "slept %v\n", d)
+}
+
+// maxStreamLines bounds ?n so that a typo cannot keep a connection busy for
+// days.
+const maxStreamLines = 1_000_000
+
+// stream writes n lines (?n=10), one every interval (?every=100ms), flushing
+// each. When its connection starts draining it writes a last line saying so
+// and returns, so the response ends cleanly before the connection's drain
+// deadline.
+func stream(w http.ResponseWriter, r *http.Request) {
+	n, err := intParam(r, "n", 10)
+	if err == nil && (n < 0 || n > maxStreamLines) {
+		err = fmt.Errorf("parameter \"n\" = %d is outside [0, %d]", n, maxStreamLines)
+	}
+	var every time.Duration
+	if err == nil {
+		every, err = durationParam(r, "every", 100*time.Millisecond)
+	}
+	if err == nil && every < 0 {
+		err = fmt.Errorf("parameter \"every\" = %v is negative", every)
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff") // browsers show it as it comes
+	rc := http.NewResponseController(w)
+	draining := drainhttp.Draining(r.Context())
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for i := 1; i <= n; i++ {
+		if i > 1 {
+			t.Reset(every)
+			select {
+			case <-t.C:
+			case <-draining:
+				fmt.Fprintf(w, "stopped after %d of %d lines: connection draining\n", i-1, n)
+				return
+			case <-r.Context().Done():
+				return
+			}
+		}
+		fmt.Fprintf(w, "line %d of %d\n", i, n)
+		if err := rc.Flush(); err != nil {
+			return
+		}
+	}
+}
+
+// durationParam returns the duration in query parameter name, or def if it
+// is absent.
+func durationParam(r *http.Request, name string, def time.Duration) (time.Duration, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("parameter %q: %q is not a duration (say, 500ms)", name, v)
+	}
+	return d, nil
+}
+
+// intParam returns the integer in query parameter name, or def if it is
+// absent.
+func intParam(r *http.Request, name string, def int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("parameter %q: %q is not an integer", name, v)
+	}
+	return n, nil
+}
+
+// selfSignedCert makes a certificate for localhost, 127.0.0.1 and ::1,
+// valid for a day, in memory.
+func selfSignedCert() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "drainhttp example"},
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("self-signed certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
