@@ -85,6 +85,12 @@ type AdminStatus struct {
 // to be served on a private listener by a plain http.Server (not by s
 // itself, which would drain it and close it with the rest):
 //
+//	GET  /                  a status page (HTML) that refreshes itself from
+//	                        /status every second and draws the drain: its
+//	                        state, a progress bar for the drain window and
+//	                        a chart of open connections by state over the
+//	                        last five minutes. Self-contained; needs
+//	                        JavaScript.
 //	GET  /ready             ReadyHandler: 200 "ok", or 503 "draining"
 //	GET  /status            AdminStatus as JSON
 //	POST /drain             start Drain in the background; 202 and the status.
@@ -97,13 +103,15 @@ type AdminStatus struct {
 //	POST /healthcheck/ok    Manager().HealthCheckOK; 200 and the status
 //	GET  /metrics           opts.Metrics, if not nil
 //
-// GET also accepts HEAD. Any other path is 404 (including /), and any other
-// method on a known path is 405 with an Allow header. POST endpoints require
-// opts.Token if it is set (401 otherwise), and refuse cross-origin browser
-// requests (403, http.CrossOriginProtection) so that a web page cannot drain
-// a server on localhost; curl and other non-browser clients are not
-// affected. Every answer carries Cache-Control: no-store. The paths are
-// absolute: to mount the handler under a prefix, use http.StripPrefix.
+// GET also accepts HEAD. Any other path is 404, and any other method on a
+// known path is 405 with an Allow header. POST endpoints require opts.Token
+// if it is set (401 otherwise), and refuse cross-origin browser requests
+// (403, http.CrossOriginProtection) so that a web page cannot drain a server
+// on localhost; curl and other non-browser clients are not affected. Every
+// answer carries Cache-Control: no-store. The paths are absolute: to mount
+// the handler under a prefix, use http.StripPrefix, and open the status
+// page with the trailing slash (/admin/, not /admin), since it fetches
+// status relative to its own URL.
 //
 // POST /drain starts the drain and answers at once: readiness has failed by
 // then; follow GET /status for the rest.
@@ -118,6 +126,7 @@ func (s *Server) AdminHandler(opts AdminOptions) http.Handler {
 		a.tokenSum = sum[:]
 	}
 	mux := http.NewServeMux()
+	mux.Handle("GET /{$}", a.valid(http.HandlerFunc(a.statusPage)))
 	mux.Handle("GET /ready", a.valid(s.ReadyHandler()))
 	mux.Handle("GET /status", a.valid(http.HandlerFunc(a.status)))
 	mux.Handle("POST /drain", a.mutating(a.drain))

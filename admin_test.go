@@ -157,8 +157,9 @@ func TestAdminHandler_RoutesMethodsAndUnknownPaths(t *testing.T) {
 		{"DELETE", "/drain", http.StatusMethodNotAllowed, "POST"},
 		{"GET", "/healthcheck/fail", http.StatusMethodNotAllowed, "POST"},
 		{"GET", "/healthcheck/ok", http.StatusMethodNotAllowed, "POST"},
-		{"GET", "/", http.StatusNotFound, ""},
-		{"POST", "/", http.StatusNotFound, ""},
+		{"GET", "/", http.StatusOK, ""},
+		{"HEAD", "/", http.StatusOK, ""},
+		{"POST", "/", http.StatusMethodNotAllowed, "GET, HEAD"},
 		{"GET", "/metrics", http.StatusNotFound, ""}, // no Metrics handler
 		{"GET", "/nope", http.StatusNotFound, ""},
 		{"GET", "/status/extra", http.StatusNotFound, ""},

@@ -176,6 +176,7 @@ type trackedConn struct {
 	cancel    func() bool   // unregisters the proactive drain callback
 	goaway    func()        // HTTP/2 only: GOAWAY on this connection
 	notify    chan struct{} // closed when marked; nil until asked for
+	late      bool          // accepted during a drain: drained when idle
 	forced    bool
 	closed    bool
 }
@@ -208,7 +209,14 @@ func (t *tracker) add(nc net.Conn, policy *ConnPolicy) *trackedConn {
 	final := t.final
 	t.mu.Unlock()
 	c.mu.Lock()
-	c.cancel = t.mgr.OnDrain(func() { t.endLimited(c, ReasonProactive) })
+	if t.mgr.Draining() {
+		// A client that connects during the drain is about to ask the
+		// decision, which keeps the drain gradual for it; it is drained
+		// proactively only if it goes idle (see setState).
+		c.late = true
+	} else {
+		c.cancel = t.mgr.OnDrain(func() { t.endLimited(c, ReasonProactive) })
+	}
 	if policy.MaxConnectionAge > 0 {
 		c.ageTimer = t.clock.AfterFunc(policy.age(t.rand()), func() { t.endLimited(c, ReasonMaxAge) })
 	}
@@ -337,8 +345,11 @@ func (c *trackedConn) setState(state http.ConnState) {
 		c.active.Add(1)
 	case http.StateIdle:
 		c.idleSince = c.t.clock.Now()
-		if c.marked && p == HTTP1 {
-			c.armIdleCheck(idleCloseDelay)
+		switch {
+		case c.marked && p == HTTP1:
+			c.armIdleCheck(idleCloseDelay, c.closeIdle)
+		case c.late && !c.marked:
+			c.armIdleCheck(idleCloseDelay, func() { c.t.endLimited(c, ReasonProactive) })
 		}
 	}
 }
@@ -431,7 +442,7 @@ func (c *trackedConn) end(reason DrainReason) {
 	case HTTP1:
 		c.mu.Lock()
 		if http.ConnState(c.state.Load()) == http.StateIdle && !c.closed {
-			c.armIdleCheck(idleCloseDelay - c.t.clock.Now().Sub(c.idleSince))
+			c.armIdleCheck(idleCloseDelay-c.t.clock.Now().Sub(c.idleSince), c.closeIdle)
 		}
 		c.mu.Unlock()
 	default:
@@ -441,9 +452,9 @@ func (c *trackedConn) end(reason DrainReason) {
 	}
 }
 
-// armIdleCheck closes the HTTP/1.1 connection after d if it has stayed idle
-// all along. c.mu is held.
-func (c *trackedConn) armIdleCheck(d time.Duration) {
+// armIdleCheck runs then after d if c has stayed idle all along. c.mu is
+// held.
+func (c *trackedConn) armIdleCheck(d time.Duration, then func()) {
 	if c.idleCheck != nil {
 		c.idleCheck.Stop()
 	}
@@ -452,10 +463,17 @@ func (c *trackedConn) armIdleCheck(d time.Duration) {
 		c.mu.Lock()
 		idle := http.ConnState(c.state.Load()) == http.StateIdle && c.idleSince.Equal(since) && !c.closed
 		c.mu.Unlock()
-		if idle && c.drain.CompareAndSwap(uint32(ConnDraining), uint32(ConnClosing)) {
-			c.Close()
+		if idle {
+			then()
 		}
 	})
+}
+
+// closeIdle closes a draining connection that is idle.
+func (c *trackedConn) closeIdle() {
+	if c.drain.CompareAndSwap(uint32(ConnDraining), uint32(ConnClosing)) {
+		c.Close()
+	}
 }
 
 // forceClose closes c now, whatever it is doing: at its drain deadline, or
@@ -467,17 +485,25 @@ func (c *trackedConn) forceClose(why string) {
 		c.mu.Unlock()
 		return
 	}
-	c.forced = true
+	// Closing an idle connection (an HTTP/2 one waiting out its GOAWAY, one
+	// that never sent a request) interrupts nothing: only a busy one is
+	// forced.
+	state := http.ConnState(c.state.Load())
+	c.forced = state == http.StateActive || state == http.StateHijacked
 	if !c.marked {
-		// Ended by a drain cut short or by Close before its turn came:
-		// counted as drained (proactively) and forced.
+		// Ended by a drain cut short or by Close before its turn came.
 		c.marked, c.reason, c.markedAt = true, ReasonProactive, c.t.clock.Now()
 	}
+	forced := c.forced
 	c.mu.Unlock()
 	c.drain.Store(uint32(ConnClosing))
-	c.t.log.Warn("drainhttp: connection force-closed", "why", why,
+	level, msg := slog.LevelDebug, "drainhttp: idle connection closed"
+	if forced {
+		level, msg = slog.LevelWarn, "drainhttp: connection force-closed"
+	}
+	c.t.log.Log(context.Background(), level, msg, "why", why,
 		"remote", c.RemoteAddr().String(), "protocol", c.protocol().String(),
-		"state", http.ConnState(c.state.Load()).String(), "age", c.t.clock.Now().Sub(c.accepted).String())
+		"state", state.String(), "age", c.t.clock.Now().Sub(c.accepted).String())
 	c.Close()
 }
 

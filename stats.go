@@ -16,10 +16,12 @@ type Stats struct {
 	// Drained counts connections that closed after being drained, by
 	// reason ("decision", "proactive"): Envoy's downstream_cx_drain_close.
 	Drained map[string]uint64 `json:"drained"`
-	// Forced counts connections the server closed by force: drained
-	// connections still open at their deadline, and every connection
-	// still open when a drain was cut short or Close was called. They are
-	// also counted in Drained.
+	// Forced counts connections the server closed by force while they
+	// were busy (a request or stream in flight, or hijacked): at their
+	// drain deadline, or when a drain was cut short or Close was called.
+	// They are also counted in Drained. Idle connections closed at their
+	// deadline (an HTTP/2 connection waiting out its GOAWAY, one that never
+	// sent a request) are not forced.
 	Forced uint64 `json:"forced"`
 	// GoAways counts HTTP/2 connections sent a GOAWAY: Envoy's
 	// http2.goaway_sent.
