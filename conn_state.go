@@ -112,6 +112,14 @@ const numConnStates = 5
 // so gets Connection: close on a response instead of a closed socket.
 const idleCloseDelay = 250 * time.Millisecond
 
+// h2MinAge is the youngest an HTTP/2 connection may be when it is sent a
+// GOAWAY; a younger one is sent it when it reaches that age. A client sends
+// the requests it queued while connecting in a burst on a fresh connection:
+// a GOAWAY in its first moments refuses them all, and grpc-go retries a
+// refused call only once, on a fresh connection that a draining server
+// would refuse again. Found by the grpc-go drain test in examples/grpc.
+const h2MinAge = 250 * time.Millisecond
+
 // tracker follows every connection of a Server, from Accept to Close, through
 // a listener wrapper (so hijacked connections stay tracked: net/http forgets
 // them) and the ConnState hook.
@@ -124,6 +132,7 @@ type tracker struct {
 	userState    func(net.Conn, http.ConnState)
 	policy       *ConnPolicy   // for listeners without their own
 	limiter      *rate.Limiter // nil: proactive ends are not rate limited
+	h2MinAge     time.Duration // h2MinAge; tests may set zero
 
 	mu     sync.Mutex
 	conns  map[*trackedConn]struct{}
@@ -144,6 +153,7 @@ func newTracker(mgr *Manager, clock Clock, drainTimeout time.Duration, log *slog
 		clock:        clock,
 		rand:         mgr.opts.Rand,
 		policy:       &ConnPolicy{},
+		h2MinAge:     h2MinAge,
 		drainTimeout: drainTimeout,
 		log:          log,
 		userState:    userState,
@@ -165,20 +175,21 @@ type trackedConn struct {
 	drain    atomic.Uint32 // ConnDrainState
 	active   atomic.Int32  // StateActive transitions; HTTP/2's first is the preface
 
-	mu        sync.Mutex // guards the fields below and the open counts' updates
-	marked    bool       // drain state left ConnNotDraining
-	reason    DrainReason
-	markedAt  time.Time
-	idleSince time.Time
-	deadline  Timer
-	idleCheck Timer
-	ageTimer  Timer
-	cancel    func() bool   // unregisters the proactive drain callback
-	goaway    func()        // HTTP/2 only: GOAWAY on this connection
-	notify    chan struct{} // closed when marked; nil until asked for
-	late      bool          // accepted during a drain: drained when idle
-	forced    bool
-	closed    bool
+	mu          sync.Mutex // guards the fields below and the open counts' updates
+	marked      bool       // drain state left ConnNotDraining
+	reason      DrainReason
+	markedAt    time.Time
+	idleSince   time.Time
+	deadline    Timer
+	idleCheck   Timer
+	ageTimer    Timer
+	goAwayTimer Timer         // HTTP/2: a GOAWAY waiting for h2MinAge
+	cancel      func() bool   // unregisters the proactive drain callback
+	goaway      func()        // HTTP/2 only: GOAWAY on this connection
+	notify      chan struct{} // closed when marked; nil until asked for
+	late        bool          // accepted during a drain: drained when idle
+	forced      bool
+	closed      bool
 }
 
 // trackingListener wraps the listeners a Server serves on.
@@ -371,7 +382,7 @@ func (c *trackedConn) setHTTP2(p Protocol, goaway func()) {
 	marked := c.marked
 	c.mu.Unlock()
 	if marked && c.h2Armed() {
-		c.sendGoAway()
+		c.goAwayWhenOld()
 	}
 }
 
@@ -380,6 +391,21 @@ func (c *trackedConn) setHTTP2(p Protocol, goaway func()) {
 // wait for the first stream (the second StateActive: the first comes from
 // the preface).
 func (c *trackedConn) h2Armed() bool { return c.active.Load() >= 2 }
+
+// goAwayWhenOld sends c its GOAWAY once c is h2MinAge old: now, or on a
+// timer.
+func (c *trackedConn) goAwayWhenOld() {
+	wait := c.t.h2MinAge - c.t.clock.Now().Sub(c.accepted)
+	if wait <= 0 {
+		c.sendGoAway()
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.goAwayTimer == nil && !c.closed {
+		c.goAwayTimer = c.t.clock.AfterFunc(wait, c.sendGoAway)
+	}
+}
 
 func (c *trackedConn) sendGoAway() {
 	if goaway := c.takeGoAway(); goaway != nil {
@@ -447,7 +473,7 @@ func (c *trackedConn) end(reason DrainReason) {
 		c.mu.Unlock()
 	default:
 		if c.h2Armed() {
-			c.sendGoAway()
+			c.goAwayWhenOld()
 		}
 	}
 }
@@ -522,7 +548,7 @@ func (c *trackedConn) finish() {
 		return
 	}
 	c.closed = true
-	for _, t := range []Timer{c.deadline, c.idleCheck, c.ageTimer} {
+	for _, t := range []Timer{c.deadline, c.idleCheck, c.ageTimer, c.goAwayTimer} {
 		if t != nil {
 			t.Stop()
 		}

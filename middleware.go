@@ -85,9 +85,18 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // closeAfter makes the response to r end c. On HTTP/2 the header makes the
-// server send GOAWAY itself, which is then c's one GOAWAY.
+// server send GOAWAY itself, which is then c's one GOAWAY; a connection
+// younger than h2MinAge is sent its GOAWAY when it reaches that age.
 func (c *trackedConn) closeAfter(w http.ResponseWriter, r *http.Request) {
-	if setConnectionClose(w, r) && c.protocol() != HTTP1 {
+	if c.protocol() == HTTP1 {
+		setConnectionClose(w, r)
+		return
+	}
+	if c.t.clock.Now().Sub(c.accepted) < c.t.h2MinAge {
+		c.goAwayWhenOld()
+		return
+	}
+	if setConnectionClose(w, r) {
 		c.takeGoAway()
 	}
 }

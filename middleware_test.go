@@ -125,6 +125,8 @@ func TestMiddleware_OnAServerCountsOneGoAwayPerConnectionItCloses(t *testing.T) 
 	for range 3 {
 		get(t, c, url)
 	}
+	// The GOAWAY waits for the connection to be h2MinAge old.
+	waitFor(t, "the GOAWAY", func() bool { return ts.s.Stats().GoAways == calls.Load() })
 	c.Transport.(*http.Transport).CloseIdleConnections()
 	waitFor(t, "the connections to close", func() bool { return ts.s.Stats().OpenTotal == 0 })
 	st := ts.s.Stats()

@@ -33,6 +33,7 @@ func newPipeTracker(t *testing.T, mopts ManagerOptions, policy ConnPolicy, drain
 	tr := newTracker(mgr, mgr.opts.Clock, drainTimeout, slog.New(slog.DiscardHandler), nil)
 	p := policy.normalize(drainTimeout)
 	tr.policy = &p
+	tr.h2MinAge = 0 // see TestTracker_YoungHTTP2ConnectionsGetTheirGoAwayWhenOldEnough
 	if endRate > 0 {
 		tr.limiter = rate.NewLimiter(rate.Limit(endRate), 1)
 	}
@@ -336,3 +337,36 @@ type nopConn struct{ net.Conn }
 
 func (nopConn) Close() error         { return nil }
 func (nopConn) RemoteAddr() net.Addr { return &net.TCPAddr{} }
+
+func TestTracker_YoungHTTP2ConnectionsGetTheirGoAwayWhenOldEnough(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pt := newPipeTracker(t, ManagerOptions{Strategy: Immediate, DrainTime: time.Hour}, ConnPolicy{}, time.Hour, 0)
+		pt.tr.h2MinAge = h2MinAge
+		mw := &middleware{d: pt.mgr, next: http.HandlerFunc(okHandler)}
+		var sent atomic.Int32
+		server, client := net.Pipe()
+		defer client.Close()
+		c := pt.tr.add(server, nil)
+		defer c.Close()
+		c.setHTTP2(H2C, func() { sent.Add(1) })
+		c.setState(http.StateActive) // preface
+		c.setState(http.StateIdle)
+		c.setState(http.StateActive) // first stream
+		pt.mgr.StartDrainSequence(nil)
+		time.Sleep(h2MinAge / 2)
+		if h, _ := pt.request(mw, c, "/"); h != "" || sent.Load() != 0 {
+			t.Fatalf("connection %v old told to close (Connection: %q, %d GOAWAYs)", h2MinAge/2, h, sent.Load())
+		}
+		time.Sleep(h2MinAge / 2)
+		synctest.Wait()
+		if sent.Load() != 1 || pt.tr.goaways.Load() != 1 {
+			t.Fatalf("%d GOAWAYs at h2MinAge, want 1", sent.Load())
+		}
+		if h, _ := pt.request(mw, c, "/"); h != "close" {
+			t.Fatalf("request after the GOAWAY: Connection %q, want close", h)
+		}
+		if pt.tr.goaways.Load() != 1 {
+			t.Fatalf("%d GOAWAYs counted, want 1", pt.tr.goaways.Load())
+		}
+	})
+}
