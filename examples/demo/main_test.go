@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+var (
+	summaryRE  = regexp.MustCompile(`(?m)^summary: requests=(\d+) ok=(\d+) failed=(\d+) connections_drained=(\d+) drain_seconds=(\d+\.\d\d)$`)
+	baselineRE = regexp.MustCompile(`(?m)^baseline: requests=(\d+) ok=(\d+) failed=(\d+) connections_closed=(\d+) shutdown_seconds=(\d+\.\d\d) refused=(\d+) reset=(\d+) other=(\d+)$`)
+)
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestDemoDrainhttpLosesNothingAndBaselineDoes(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	chart := filepath.Join(t.TempDir(), "chart.svg")
+	var stdout, stderr bytes.Buffer
+	start := time.Now()
+	code := run(context.Background(), []string{
+		"-clients", "12", "-warmup", "1s", "-drain-time", "2s", "-drain-timeout", "2s", "-out", chart,
+	}, &stdout, &stderr)
+	t.Logf("took %v\n%s", time.Since(start), stdout.String())
+	if code != 0 {
+		t.Fatalf("exit code %d, want 0; stderr:\n%s", code, stderr.String())
+	}
+	if stderr.Len() > 0 {
+		t.Errorf("stderr: %s", stderr.String())
+	}
+
+	out := stdout.String()
+	m := summaryRE.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no summary line of the form %s", summaryRE)
+	}
+	requests, ok, failed, drained := atoi(t, m[1]), atoi(t, m[2]), atoi(t, m[3]), atoi(t, m[4])
+	if failed != 0 || ok != requests || requests == 0 {
+		t.Errorf("drainhttp: requests=%d ok=%d failed=%d, want every request ok", requests, ok, failed)
+	}
+	if drained < 12 {
+		t.Errorf("connections_drained=%d, want at least one per client (12)", drained)
+	}
+	if secs, _ := strconv.ParseFloat(m[5], 64); secs < 2 || secs > 4.5 {
+		t.Errorf("drain_seconds=%v, want the 2s window, plus at most the 2s deadline", secs)
+	}
+
+	b := baselineRE.FindStringSubmatch(out)
+	if b == nil {
+		t.Fatalf("no baseline line of the form %s", baselineRE)
+	}
+	bRequests, bOK, bFailed := atoi(t, b[1]), atoi(t, b[2]), atoi(t, b[3])
+	if bOK+bFailed != bRequests {
+		t.Errorf("baseline: ok=%d + failed=%d != requests=%d", bOK, bFailed, bRequests)
+	}
+	if bFailed == 0 {
+		t.Errorf("baseline: failed=0; the plain server should lose the requests sent before the load balancer noticed")
+	}
+	if got := atoi(t, b[6]) + atoi(t, b[7]) + atoi(t, b[8]); got != bFailed {
+		t.Errorf("baseline: refused+reset+other=%d, want failed=%d", got, bFailed)
+	}
+	// The summary and baseline lines come last, in that order.
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if n := len(lines); n < 2 || !strings.HasPrefix(lines[n-2], "summary: ") || !strings.HasPrefix(lines[n-1], "baseline: ") {
+		t.Errorf("last two lines are not summary and baseline: %q", lines[max(0, len(lines)-2):])
+	}
+
+	if !strings.Contains(out, "chart: "+chart+"\n") {
+		t.Errorf("the chart's path is not printed")
+	}
+	svg, err := os.ReadFile(chart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"<svg", "</svg>", "open connections", "drainhttp", "net/http"} {
+		if !bytes.Contains(svg, []byte(want)) {
+			t.Errorf("chart has no %q", want)
+		}
+	}
+}
+
+func TestWriteChartPNG(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "chart.png")
+	cfg := config{clients: 1}
+	var rs []*result
+	for _, srv := range []*server{{name: "drainhttp", action: "Drain"}, {name: "net/http", action: "Shutdown"}} {
+		r := &result{server: srv, acceptedFor: time.Second}
+		for i := -10; i <= 20; i++ {
+			r.samples = append(r.samples, sample{t: time.Duration(i) * sampleEvery, conns: connCounts{open: int64(20 - i)}, ok: int64(10 * (i + 10))})
+		}
+		rs = append(rs, r)
+	}
+	if err := writeChart(path, cfg, rs); err != nil {
+		t.Fatal(err)
+	}
+	png, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")) {
+		t.Errorf("%s is not a PNG file", path)
+	}
+}
+
+func TestBadFlagsExitTwo(t *testing.T) {
+	for _, args := range [][]string{
+		{"-clients", "0"},
+		{"-drain-time", "-1s"},
+		{"-warmup", "0s"},
+		{"-out", "chart.pdf"},
+		{"extra"},
+		{"-no-such-flag"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), args, &stdout, &stderr); code != 2 {
+			t.Errorf("run %q = %d, want 2", args, code)
+		}
+		if stdout.Len() > 0 {
+			t.Errorf("run %q printed to stdout: %s", args, stdout.String())
+		}
+	}
+}
+
+func TestBarDisplay(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	cfg := config{clients: 6, warmup: 500 * time.Millisecond, drainTime: time.Second, drainTimeout: time.Second, probeInterval: 100 * time.Millisecond}
+	var out bytes.Buffer
+	srv := newDrainServer(cfg, newConnTracker())
+	res, err := runScenario(context.Background(), cfg, srv, &barDisplay{out: &out, cfg: cfg, srv: srv, forceTTY: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.failed() != 0 {
+		t.Errorf("drainhttp failed %d requests: %v", res.failed(), res.examples)
+	}
+	for _, want := range []string{"warm-up", "drain window", "returned after", "connections", "drainhttp.Stats", "load balancer: /ready probe failed (status 503)", "\x1b["} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the display never showed %q:\n%q", want, out.String())
+		}
+	}
+}
