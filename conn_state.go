@@ -197,6 +197,16 @@ type trackingListener struct {
 	net.Listener
 	t      *tracker
 	policy *ConnPolicy
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Close closes the listener once: Drain or Shutdown close it, and then
+// http.Server.Shutdown closes it again, which must not be an error.
+func (l *trackingListener) Close() error {
+	l.closeOnce.Do(func() { l.closeErr = l.Listener.Close() })
+	return l.closeErr
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
@@ -616,22 +626,25 @@ func (t *tracker) closeAll(why string) {
 
 // waitEmpty returns when no connection is tracked, or ctx ends.
 func (t *tracker) waitEmpty(ctx context.Context) error {
-	t.mu.Lock()
-	if len(t.conns) == 0 {
-		t.mu.Unlock()
-		return nil
-	}
-	if t.empty == nil {
-		t.empty = make(chan struct{})
-	}
-	empty := t.empty
-	t.mu.Unlock()
 	select {
-	case <-empty:
+	case <-t.emptied():
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// emptied returns a channel closed once no connection is tracked.
+func (t *tracker) emptied() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.conns) == 0 {
+		return closedChan
+	}
+	if t.empty == nil {
+		t.empty = make(chan struct{})
+	}
+	return t.empty
 }
 
 // ReadFrom keeps net/http's sendfile path: *net.TCPConn implements

@@ -38,13 +38,17 @@ func (s *Server) Drain(ctx context.Context) error {
 // existing connections are drained exactly as by Drain: the drain window
 // with its decisions and proactive drain, then the per-connection
 // deadlines. Give ctx the parent shutdown time as its deadline: when it
-// ends, every connection left is closed. Envoy: the parent's side of a hot
-// restart (drainListeners, then startParentShutdownSequence's
-// --parent-shutdown-time-s timer).
+// ends, every connection left is closed. Once no connection is left the
+// drain ends, without waiting for the rest of the window: none can arrive.
+// ReadyHandler goes on answering 200, with Connection: close, since the
+// address is still served, by the new process. Envoy: the parent's side of
+// a hot restart (drainListeners, then startParentShutdownSequence's
+// --parent-shutdown-time-s timer); Restarter does all of it.
 func (s *Server) DrainAfterHandoff(ctx context.Context) error {
 	if err := s.init(); err != nil {
 		return err
 	}
+	s.handoff.Store(true)
 	s.closeListeners()
 	return s.drain(ctx, true)
 }
@@ -118,9 +122,17 @@ func (s *Server) runDrain(handoff bool) {
 		s.mgr.DrainNow(func() { close(complete) })
 	default:
 		s.mgr.StartDrainSequence(func() { close(complete) })
+		var emptied <-chan struct{} // nil: never
+		if handoff {
+			// No connection can arrive after a handoff: once none is
+			// left, the rest of the window has nothing to spread out.
+			emptied = s.tracker.emptied()
+		}
 		select {
 		case <-complete:
 		case <-s.hurry:
+			s.mgr.DrainNow(nil)
+		case <-emptied:
 			s.mgr.DrainNow(nil)
 		}
 	}
@@ -188,6 +200,14 @@ func (s *Server) ReadyHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := s.init(); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		if s.handoff.Load() {
+			// The new process serves this address now: a health checker
+			// that reached the old one on a kept-alive connection must not
+			// mark the address down, only move to the new process.
+			w.Header().Set("Connection", "close")
+			w.Write([]byte("ok\n"))
 			return
 		}
 		if !s.Ready() {

@@ -129,6 +129,7 @@ type Server struct {
 	onShutdown []func()
 
 	notReady     atomic.Bool
+	handoff      atomic.Bool   // DrainAfterHandoff: the new process serves
 	hurry        chan struct{} // closed by DrainNow
 	hurryOnce    sync.Once
 	drainOnce    sync.Once

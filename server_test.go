@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"os"
 	"strings"
@@ -696,13 +697,30 @@ func TestServer_DrainAfterHandoffStopsAcceptingAtOnceAndDrainsTheRest(t *testing
 		return err != nil
 	})
 	// The connection opened before the handoff is still served, then
-	// drained: the shutdown delay does not apply.
+	// drained: the shutdown delay does not apply. Readiness stays 200 (the
+	// new process serves the address), closing the connection it came on.
 	get(t, c, url+"/")
+	rec := httptest.NewRecorder()
+	ts.s.ReadyHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/ready", nil))
+	if rec.Code != http.StatusOK || rec.Header().Get("Connection") != "close" {
+		t.Fatalf("ready after a handoff: %d %v, want 200 with Connection: close", rec.Code, rec.Header())
+	}
 	took := waitDrain(t, drained, start)
 	if took > 300*time.Millisecond+DefaultDrainTimeout+time.Second {
 		t.Fatalf("drain after handoff took %v", took)
 	}
 	if st := ts.s.Stats(); st.GoAways != 1 || st.Forced != 0 {
 		t.Fatalf("stats: %+v", st)
+	}
+}
+
+func TestServer_DrainAfterHandoffEndsOnceNoConnectionIsLeft(t *testing.T) {
+	ts := startServer(t, &Server{Handler: http.HandlerFunc(okHandler), DrainTime: time.Hour})
+	start := time.Now()
+	if err := ts.s.DrainAfterHandoff(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("drain after handoff with no connection took %v of an hour-long window", took)
 	}
 }

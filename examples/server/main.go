@@ -1,14 +1,22 @@
 // Command server is a runnable drainhttp server, to try draining by hand:
 // run it, send it traffic, then drain it with SIGTERM (a second SIGTERM or
 // Ctrl-C makes the drain immediate) or through its admin port, and watch it
-// exit 0 once every connection is gone.
+// exit 0 once every connection is gone. SIGHUP upgrades it without losing a
+// request: it starts its own binary again (rebuild it first to upgrade),
+// hands the new process its listening sockets, admin port included, and
+// once that one is ready, drains and exits 0 (drainhttp.Restarter).
 //
-//	go run ./examples/server -drain-time 5s -log-level debug
+//	go build -o /tmp/server ./examples/server   # not go run: SIGHUP re-executes the binary
+//	/tmp/server -drain-time 5s -log-level debug -pid-file /tmp/server.pid
 //	curl localhost:8080/                             # ok
 //	curl --http2-prior-knowledge localhost:8080/     # the same over h2c
 //	curl -N 'localhost:8080/stream?n=100&every=200ms'
 //	curl localhost:9901/status
+//	kill -HUP $(cat /tmp/server.pid)                 # upgrade
 //	curl -XPOST localhost:9901/drain                 # or ?strategy=immediate
+//
+// It also runs under systemd, with socket activation or without: see
+// examples/systemd.
 //
 // Flags:
 //
@@ -22,6 +30,13 @@
 //	-strategy        gradual or immediate (default gradual)
 //	-shutdown-delay  time to keep serving, not ready, before the window (default 0)
 //	-log-level       debug, info, warn or error (default info)
+//	-pid-file        file to write the PID of the serving process to, once
+//	                 ready; systemd's PIDFile= (default: none)
+//	-upgrade-timeout how long the old process waits for the new one to be
+//	                 ready on SIGHUP before killing it (default 1m)
+//	-parent-shutdown-time
+//	                 how long the old process drains after an upgrade, at
+//	                 most, before closing what is left (default 2m)
 //
 // Handlers on the public address:
 //
@@ -31,6 +46,14 @@
 //	                      streams n lines, one every interval, and stops
 //	                      early, with a last line saying so, when its
 //	                      connection starts draining
+//
+// Every public response carries X-Server-Pid, the PID of the process that
+// served it, to watch an upgrade happen.
+//
+// For tests only: if DRAINHTTP_EXAMPLE_TEST_CHILD names a file, a process
+// started by an upgrade reads it after taking over its listeners and, if it
+// says "crash", panics; if it says "never-ready", hangs without ever
+// reporting ready. The process started by hand ignores it.
 //
 // Bad flags exit 2; a failure to listen or serve exits 1.
 package main
@@ -53,6 +76,8 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/drainhttp/drainhttp"
@@ -74,6 +99,9 @@ type config struct {
 	shutdownDelay        time.Duration
 	strategy             drainhttp.Strategy
 	level                slog.Level
+	pidFile              string
+	upgradeTimeout       time.Duration
+	parentShutdownTime   time.Duration
 }
 
 var logLevels = map[string]slog.Level{
@@ -101,6 +129,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.drainTime, "drain-time", 10*time.Second, "drain window (Envoy --drain-time-s)")
 	fs.DurationVar(&cfg.drainTimeout, "drain-timeout", 5*time.Second, "per-connection deadline once told to close (Envoy drain_timeout)")
 	fs.DurationVar(&cfg.shutdownDelay, "shutdown-delay", 0, "keep serving, not ready, this long before the drain window")
+	fs.StringVar(&cfg.pidFile, "pid-file", "", "write the serving process's PID to this `file` once ready (systemd PIDFile=)")
+	fs.DurationVar(&cfg.upgradeTimeout, "upgrade-timeout", drainhttp.DefaultUpgradeTimeout, "on SIGHUP, how long to wait for the new process to be ready")
+	fs.DurationVar(&cfg.parentShutdownTime, "parent-shutdown-time", drainhttp.DefaultParentShutdownTime, "after an upgrade, how long the old process drains at most (Envoy --parent-shutdown-time-s)")
 	fs.Func("strategy", "drain strategy: gradual or immediate (default gradual)", func(v string) error {
 		s, err := drainhttp.ParseStrategy(v)
 		cfg.strategy = s
@@ -130,6 +161,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-drain-timeout %v is negative", cfg.drainTimeout)
 	case cfg.shutdownDelay < 0:
 		return cfg, fmt.Errorf("-shutdown-delay %v is negative", cfg.shutdownDelay)
+	case cfg.upgradeTimeout < 0:
+		return cfg, fmt.Errorf("-upgrade-timeout %v is negative", cfg.upgradeTimeout)
+	case cfg.parentShutdownTime < 0:
+		return cfg, fmt.Errorf("-parent-shutdown-time %v is negative", cfg.parentShutdownTime)
 	}
 	return cfg, nil
 }
@@ -150,7 +185,7 @@ func run(args []string, stderr *os.File) int {
 		Level:      cfg.level,
 		TimeFormat: "15:04:05.000",
 		NoColor:    !isTerminal(stderr),
-	}))
+	})).With("proc", os.Getpid()) // an upgrade's two processes share stderr
 	if err := serve(cfg, logger); err != nil {
 		logger.Error("server: " + err.Error())
 		return 1
@@ -165,9 +200,24 @@ func isTerminal(f *os.File) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-// serve listens on every address, serves until SIGTERM or SIGINT (or POST
-// /drain on the admin port), drains, and then stops the admin server.
+// serve listens on every address (or takes the sockets over from the
+// process it upgrades, or from systemd), serves until SIGTERM or SIGINT (or
+// POST /drain on the admin port), drains, and then stops the admin server.
+// On SIGHUP it upgrades, and once the new process is ready, drains and
+// returns nil.
 func serve(cfg config, logger *slog.Logger) error {
+	r, err := drainhttp.NewRestarter(drainhttp.RestartOptions{
+		PIDFile:            cfg.pidFile,
+		UpgradeTimeout:     cfg.upgradeTimeout,
+		ParentShutdownTime: cfg.parentShutdownTime,
+		Logger:             logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer r.Stop()
+	// Every listener comes from r, the admin one included: a new process
+	// must inherit them all, or it could not bind the addresses.
 	var listeners []net.Listener
 	closeAll := func() {
 		for _, l := range listeners {
@@ -175,7 +225,7 @@ func serve(cfg config, logger *slog.Logger) error {
 		}
 	}
 	listen := func(addr string) (net.Listener, error) {
-		l, err := net.Listen("tcp", addr)
+		l, err := r.Listen("tcp", addr)
 		if err == nil {
 			listeners = append(listeners, l)
 		}
@@ -211,7 +261,7 @@ func serve(cfg config, logger *slog.Logger) error {
 	protos.SetUnencryptedHTTP2(true) // h2c with prior knowledge
 	errorLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
 	s := &drainhttp.Server{
-		Handler:           routes(),
+		Handler:           withPID(routes()),
 		Protocols:         &protos,
 		TLSConfig:         tlsConf,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -227,7 +277,6 @@ func serve(cfg config, logger *slog.Logger) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := s.RegisterMetrics(reg, nil); err != nil {
 		closeAll()
-		adminLn.Close()
 		return err
 	}
 	// The admin server is a plain http.Server: it must keep answering while
@@ -240,36 +289,97 @@ func serve(cfg config, logger *slog.Logger) error {
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          errorLog,
 	}
+	// One connection per request: after an upgrade, a health checker that
+	// kept its connection open would go on asking the old process, which
+	// answers /ready 503 while it drains, although the new one is ready.
+	adminSrv.SetKeepAlivesEnabled(false)
+	// The admin server starts with the public ones, once this process has
+	// reported ready: a new process that never gets ready must not take
+	// admin requests from the old one.
 	adminDone := make(chan error, 1)
-	go func() { adminDone <- adminSrv.Serve(adminLn) }()
+	var adminOnce sync.Once
+	adminStarted := false
+	startAdmin := func() {
+		adminOnce.Do(func() {
+			adminStarted = true
+			go func() { adminDone <- adminSrv.Serve(adminLn) }()
+		})
+	}
 
 	attrs := []any{"addr", pub.Addr().String()}
-	serveFns := []func() error{func() error { return s.Serve(pub) }}
+	serveFns := []func() error{func() error {
+		startAdmin()
+		return s.Serve(pub)
+	}}
 	if tlsLn != nil {
 		attrs = append(attrs, "tls_addr", tlsLn.Addr().String())
 		serveFns = append(serveFns, func() error { return s.ServeTLS(tlsLn, "", "") })
 	}
 	attrs = append(attrs, "admin", adminLn.Addr().String(), "strategy", cfg.strategy.String(),
 		"drain_time", cfg.drainTime.String(), "drain_timeout", cfg.drainTimeout.String(),
-		"shutdown_delay", cfg.shutdownDelay.String())
+		"shutdown_delay", cfg.shutdownDelay.String(), "upgraded", r.HasParent())
 	logger.Info("server: listening", attrs...)
 
-	err = s.ServeUntilSignal(serveFns...)
+	if r.HasParent() {
+		misbehaveForTests(logger)
+	}
+	err = r.ServeUntilSignal(s, serveFns...)
 
 	// The drain is over (or serving failed): stop the admin server too.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if aerr := adminSrv.Shutdown(ctx); aerr != nil {
-		adminSrv.Close()
+	// After an upgrade its listener is the new process's already.
+	adminOnce.Do(func() {}) // no start from now on
+	if adminStarted {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if aerr := adminSrv.Shutdown(ctx); aerr != nil {
+			adminSrv.Close()
+		}
+		if aerr := <-adminDone; !errors.Is(aerr, http.ErrServerClosed) && !errors.Is(aerr, net.ErrClosed) {
+			logger.Error("server: admin server failed", "err", aerr)
+		}
 	}
-	if aerr := <-adminDone; !errors.Is(aerr, http.ErrServerClosed) {
-		logger.Error("server: admin server failed", "err", aerr)
-	}
+	closeAll()
 	if err != nil {
 		return err
 	}
 	logger.Info("server: drained, exiting")
 	return nil
+}
+
+// testChildEnv names the file that tells a process started by an upgrade
+// to misbehave, for tests.
+const testChildEnv = "DRAINHTTP_EXAMPLE_TEST_CHILD"
+
+// misbehaveForTests makes this process, started by an upgrade, crash or
+// never report ready if the file named by DRAINHTTP_EXAMPLE_TEST_CHILD says
+// so: how tests check that the old process keeps serving then.
+func misbehaveForTests(logger *slog.Logger) {
+	name := os.Getenv(testChildEnv)
+	if name == "" {
+		return
+	}
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return
+	}
+	switch strings.TrimSpace(string(b)) {
+	case "crash":
+		panic("server: crashing after start, as " + testChildEnv + " says")
+	case "never-ready":
+		logger.Warn("server: never reporting ready, as " + testChildEnv + " says")
+		for {
+			time.Sleep(time.Hour) // until the old process kills us
+		}
+	}
+}
+
+// withPID sets X-Server-Pid on every response: which process served it.
+func withPID(h http.Handler) http.Handler {
+	pid := strconv.Itoa(os.Getpid())
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Server-Pid", pid)
+		h.ServeHTTP(w, r)
+	})
 }
 
 // routes returns the public handlers.

@@ -319,6 +319,8 @@ func TestServer_BadFlagsExitNonZero(t *testing.T) {
 		{[]string{"-drain-time", "-1s"}, "-drain-time -1s is negative"},
 		{[]string{"-drain-timeout", "-1s"}, "-drain-timeout -1s is negative"},
 		{[]string{"-shutdown-delay", "-1s"}, "-shutdown-delay -1s is negative"},
+		{[]string{"-upgrade-timeout", "-1s"}, "-upgrade-timeout -1s is negative"},
+		{[]string{"-parent-shutdown-time", "-1s"}, "-parent-shutdown-time -1s is negative"},
 		{[]string{"-drain-time", "soon"}, `invalid value "soon" for flag -drain-time`},
 		{[]string{"-no-such-flag"}, "flag provided but not defined"},
 		{[]string{"extra"}, "unexpected arguments"},
