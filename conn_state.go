@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -148,7 +147,7 @@ type tracker struct {
 }
 
 func newTracker(mgr *Manager, clock Clock, drainTimeout time.Duration, log *slog.Logger, userState func(net.Conn, http.ConnState)) *tracker {
-	return &tracker{
+	t := &tracker{
 		mgr:          mgr,
 		clock:        clock,
 		rand:         mgr.opts.Rand,
@@ -159,37 +158,8 @@ func newTracker(mgr *Manager, clock Clock, drainTimeout time.Duration, log *slog
 		userState:    userState,
 		conns:        make(map[*trackedConn]struct{}),
 	}
-}
-
-// trackedConn is a connection accepted by a tracked listener: the net.Conn
-// that net/http serves, and its drain record.
-type trackedConn struct {
-	net.Conn
-	t        *tracker
-	policy   *ConnPolicy
-	accepted time.Time
-
-	requests atomic.Int64
-	proto    atomic.Uint32 // Protocol
-	state    atomic.Int32  // http.ConnState
-	drain    atomic.Uint32 // ConnDrainState
-	active   atomic.Int32  // StateActive transitions; HTTP/2's first is the preface
-
-	mu          sync.Mutex // guards the fields below and the open counts' updates
-	marked      bool       // drain state left ConnNotDraining
-	reason      DrainReason
-	markedAt    time.Time
-	idleSince   time.Time
-	deadline    Timer
-	idleCheck   Timer
-	ageTimer    Timer
-	goAwayTimer Timer         // HTTP/2: a GOAWAY waiting for h2MinAge
-	cancel      func() bool   // unregisters the proactive drain callback
-	goaway      func()        // HTTP/2 only: GOAWAY on this connection
-	notify      chan struct{} // closed when marked; nil until asked for
-	late        bool          // accepted during a drain: drained when idle
-	forced      bool
-	closed      bool
+	mgr.watch(t.drainReached)
+	return t
 }
 
 // trackingListener wraps the listeners a Server serves on.
@@ -221,7 +191,7 @@ func (t *tracker) add(nc net.Conn, policy *ConnPolicy) *trackedConn {
 	if policy == nil {
 		policy = t.policy
 	}
-	c := &trackedConn{Conn: nc, t: t, policy: policy, accepted: t.clock.Now()}
+	c := &trackedConn{Conn: nc, t: t, policy: policy, accepted: t.clock.Now().UnixNano()}
 	c.state.Store(int32(http.StateNew))
 	t.accepted.Add(1)
 	t.open[HTTP1][http.StateNew].Add(1)
@@ -230,14 +200,11 @@ func (t *tracker) add(nc net.Conn, policy *ConnPolicy) *trackedConn {
 	final := t.final
 	t.mu.Unlock()
 	c.mu.Lock()
-	if t.mgr.Draining() {
-		// A client that connects during the drain is about to ask the
-		// decision, which keeps the drain gradual for it; it is drained
-		// proactively only if it goes idle (see setState).
-		c.late = true
-	} else {
-		c.cancel = t.mgr.OnDrain(func() { t.endLimited(c, ReasonProactive) })
-	}
+	// A drain that starts from now on gives c its proactive turn
+	// (drainReached). A client that connects during a drain is about to ask
+	// the decision, which keeps the drain gradual for it: it is drained
+	// proactively only if it goes idle (see setState).
+	c.late = t.mgr.Draining()
 	if policy.MaxConnectionAge > 0 {
 		c.ageTimer = t.clock.AfterFunc(policy.age(t.rand()), func() { t.endLimited(c, ReasonMaxAge) })
 	}
@@ -246,6 +213,27 @@ func (t *tracker) add(nc net.Conn, policy *ConnPolicy) *trackedConn {
 		c.end(ReasonProactive)
 	}
 	return c
+}
+
+// drainReached gives every connection its turn in the proactive window of
+// a drain sequence that reached the server's manager: one registration for
+// the whole server, so that a connection costs nothing for it until a drain
+// starts.
+func (t *tracker) drainReached(s *sequence) {
+	for _, c := range t.snapshot() {
+		c.scheduleProactive(s)
+	}
+}
+
+// forget removes a closed connection.
+func (t *tracker) forget(c *trackedConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.conns, c)
+	if len(t.conns) == 0 && t.empty != nil {
+		close(t.empty)
+		t.empty = nil
+	}
 }
 
 // endLimited ends c for reason (see end) as soon as the server's rate limit
@@ -266,37 +254,6 @@ func (t *tracker) reserveEnd() time.Duration {
 	}
 	now := t.clock.Now()
 	return t.limiter.ReserveN(now, 1).DelayFrom(now)
-}
-
-// onRequest applies the drain decision and the connection's policies to a
-// request on c, and makes the response end c if one of them says so. While
-// nothing fires it is a few atomic operations and no allocation.
-func (c *trackedConn) onRequest(d Decision, w http.ResponseWriter, r *http.Request) {
-	n := c.requests.Add(1)
-	if ConnDrainState(c.drain.Load()) != ConnNotDraining {
-		c.closeAfter(w, r)
-		return
-	}
-	p := c.policy
-	var reason DrainReason
-	switch {
-	case d.DrainClose():
-		reason = ReasonDecision
-	case p.MaxRequestsPerConnection > 0 && n >= p.MaxRequestsPerConnection:
-		reason = ReasonMaxRequests
-	case p.GoAwayChance > 0 && (p.GoAwayChanceHTTP1 || c.protocol() != HTTP1) && c.t.rand() < p.GoAwayChance:
-		// Rate limited like the other proactive ends: if the limiter
-		// allows it only later, the connection is ended then.
-		if d := c.t.reserveEnd(); d > 0 {
-			c.t.clock.AfterFunc(d, func() { c.end(ReasonGoAwayChance) })
-			return
-		}
-		reason = ReasonGoAwayChance
-	default:
-		return
-	}
-	c.markDraining(reason)
-	c.closeAfter(w, r)
 }
 
 // connOf finds the tracked connection under a net.Conn that net/http or the
@@ -344,268 +301,6 @@ func (t *tracker) connState(nc net.Conn, state http.ConnState) {
 	}
 }
 
-func (c *trackedConn) protocol() Protocol { return Protocol(c.proto.Load()) }
-
-func (c *trackedConn) setState(state http.ConnState) {
-	if state == http.StateClosed {
-		c.finish()
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old := http.ConnState(c.state.Load())
-	if old == state || c.closed {
-		return
-	}
-	p := c.protocol()
-	c.t.open[p][old].Add(-1)
-	c.t.open[p][state].Add(1)
-	c.state.Store(int32(state))
-	switch state {
-	case http.StateActive:
-		c.active.Add(1)
-	case http.StateIdle:
-		c.idleSince = c.t.clock.Now()
-		switch {
-		case c.marked && p == HTTP1:
-			c.armIdleCheck(idleCloseDelay, c.closeIdle)
-		case c.late && !c.marked:
-			c.armIdleCheck(idleCloseDelay, func() { c.t.endLimited(c, ReasonProactive) })
-		}
-	}
-}
-
-// setHTTP2 records that c is now served by the HTTP/2 server, and how to
-// send it a GOAWAY.
-func (c *trackedConn) setHTTP2(p Protocol, goaway func()) {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return
-	}
-	old := c.protocol()
-	s := c.state.Load()
-	c.proto.Store(uint32(p))
-	c.t.open[old][s].Add(-1)
-	c.t.open[p][s].Add(1)
-	c.goaway = goaway
-	marked := c.marked
-	c.mu.Unlock()
-	if marked && c.h2Armed() {
-		c.goAwayWhenOld()
-	}
-}
-
-// h2Armed reports whether an out-of-band GOAWAY is safe: a GOAWAY before
-// the connection's first request makes Go's client fail that request, so we
-// wait for the first stream (the second StateActive: the first comes from
-// the preface).
-func (c *trackedConn) h2Armed() bool { return c.active.Load() >= 2 }
-
-// goAwayWhenOld sends c its GOAWAY once c is h2MinAge old: now, or on a
-// timer.
-func (c *trackedConn) goAwayWhenOld() {
-	wait := c.t.h2MinAge - c.t.clock.Now().Sub(c.accepted)
-	if wait <= 0 {
-		c.sendGoAway()
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.goAwayTimer == nil && !c.closed {
-		c.goAwayTimer = c.t.clock.AfterFunc(wait, c.sendGoAway)
-	}
-}
-
-func (c *trackedConn) sendGoAway() {
-	if goaway := c.takeGoAway(); goaway != nil {
-		goaway()
-	}
-}
-
-// takeGoAway counts c's GOAWAY and returns the function that sends it, or
-// nil if c had it already: Go's GOAWAY is single-phase, and a second drain of
-// the same connection only delays the client's retries.
-func (c *trackedConn) takeGoAway() func() {
-	c.mu.Lock()
-	goaway := c.goaway
-	c.goaway = nil
-	c.mu.Unlock()
-	if goaway != nil {
-		c.t.goaways.Add(1)
-	}
-	return goaway
-}
-
-// markDraining moves c from ConnNotDraining to ConnDraining and starts its
-// drain deadline. It reports whether it did so.
-func (c *trackedConn) markDraining(reason DrainReason) bool {
-	if !c.drain.CompareAndSwap(uint32(ConnNotDraining), uint32(ConnDraining)) {
-		return false
-	}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return false
-	}
-	c.marked = true
-	c.reason = reason
-	c.markedAt = c.t.clock.Now()
-	timeout := c.t.drainTimeout
-	if reason == ReasonMaxAge {
-		timeout = c.policy.MaxConnectionAgeGrace
-	}
-	c.deadline = c.t.clock.AfterFunc(timeout, func() { c.forceClose("drain deadline") })
-	if c.notify != nil {
-		close(c.notify)
-	} else {
-		c.notify = closedChan
-	}
-	c.mu.Unlock()
-	c.t.log.Debug("drainhttp: connection draining", "remote", c.RemoteAddr().String(), "protocol", c.protocol().String(), "reason", reason.String())
-	return true
-}
-
-// end drains c for reason, even if it never sends another request: it is
-// marked draining, an idle HTTP/1.1 connection is closed (once it has been
-// idle for idleCloseDelay), an HTTP/2 connection that has served a request
-// is sent a GOAWAY.
-func (c *trackedConn) end(reason DrainReason) {
-	if !c.markDraining(reason) && ConnDrainState(c.drain.Load()) != ConnDraining {
-		return // closing or closed
-	}
-	switch c.protocol() {
-	case HTTP1:
-		c.mu.Lock()
-		if http.ConnState(c.state.Load()) == http.StateIdle && !c.closed {
-			c.armIdleCheck(idleCloseDelay-c.t.clock.Now().Sub(c.idleSince), c.closeIdle)
-		}
-		c.mu.Unlock()
-	default:
-		if c.h2Armed() {
-			c.goAwayWhenOld()
-		}
-	}
-}
-
-// armIdleCheck runs then after d if c has stayed idle all along. c.mu is
-// held.
-func (c *trackedConn) armIdleCheck(d time.Duration, then func()) {
-	if c.idleCheck != nil {
-		c.idleCheck.Stop()
-	}
-	since := c.idleSince
-	c.idleCheck = c.t.clock.AfterFunc(max(d, 0), func() {
-		c.mu.Lock()
-		idle := http.ConnState(c.state.Load()) == http.StateIdle && c.idleSince.Equal(since) && !c.closed
-		c.mu.Unlock()
-		if idle {
-			then()
-		}
-	})
-}
-
-// closeIdle closes a draining connection that is idle.
-func (c *trackedConn) closeIdle() {
-	if c.drain.CompareAndSwap(uint32(ConnDraining), uint32(ConnClosing)) {
-		c.Close()
-	}
-}
-
-// forceClose closes c now, whatever it is doing: at its drain deadline, or
-// when a drain is cut short. Closing the socket under TLS means a writer
-// stuck on a slow peer cannot block it.
-func (c *trackedConn) forceClose(why string) {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return
-	}
-	// Closing an idle connection (an HTTP/2 one waiting out its GOAWAY, one
-	// that never sent a request) interrupts nothing: only a busy one is
-	// forced.
-	state := http.ConnState(c.state.Load())
-	c.forced = state == http.StateActive || state == http.StateHijacked
-	if !c.marked {
-		// Ended by a drain cut short or by Close before its turn came.
-		c.marked, c.reason, c.markedAt = true, ReasonProactive, c.t.clock.Now()
-	}
-	forced := c.forced
-	c.mu.Unlock()
-	c.drain.Store(uint32(ConnClosing))
-	level, msg := slog.LevelDebug, "drainhttp: idle connection closed"
-	if forced {
-		level, msg = slog.LevelWarn, "drainhttp: connection force-closed"
-	}
-	c.t.log.Log(context.Background(), level, msg, "why", why,
-		"remote", c.RemoteAddr().String(), "protocol", c.protocol().String(),
-		"state", state.String(), "age", c.t.clock.Now().Sub(c.accepted).String())
-	c.Close()
-}
-
-// Close closes the connection and forgets it.
-func (c *trackedConn) Close() error {
-	err := c.Conn.Close()
-	c.finish()
-	return err
-}
-
-// finish forgets a closed connection, once.
-func (c *trackedConn) finish() {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return
-	}
-	c.closed = true
-	for _, t := range []Timer{c.deadline, c.idleCheck, c.ageTimer, c.goAwayTimer} {
-		if t != nil {
-			t.Stop()
-		}
-	}
-	t := c.t
-	t.open[c.protocol()][c.state.Swap(int32(http.StateClosed))].Add(-1)
-	cancel, marked, reason, markedAt, forced := c.cancel, c.marked, c.reason, c.markedAt, c.forced
-	c.goaway = nil
-	c.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-	// Count before forgetting, so that a drain that waits for the last
-	// connection sees its counters final.
-	if marked {
-		t.drained[reason].Add(1)
-		if forced {
-			t.forced.Add(1)
-		}
-		t.mu.Lock()
-		onDone := t.onDone
-		t.mu.Unlock()
-		if onDone != nil {
-			onDone(c, t.clock.Now().Sub(markedAt))
-		}
-	}
-	t.mu.Lock()
-	delete(t.conns, c)
-	if len(t.conns) == 0 && t.empty != nil {
-		close(t.empty)
-		t.empty = nil
-	}
-	t.mu.Unlock()
-}
-
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
-
-// drainingChan returns a channel closed when c starts draining.
-func (c *trackedConn) drainingChan() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.notify == nil {
-		c.notify = make(chan struct{})
-	}
-	return c.notify
-}
-
 // drainAll drains every connection not yet draining, now: the drain
 // sequence is over. Connections accepted from now on drain at once.
 func (t *tracker) drainAll() {
@@ -646,26 +341,6 @@ func (t *tracker) emptied() <-chan struct{} {
 	}
 	return t.empty
 }
-
-// ReadFrom keeps net/http's sendfile path: *net.TCPConn implements
-// io.ReaderFrom.
-func (c *trackedConn) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := c.Conn.(io.ReaderFrom); ok {
-		return rf.ReadFrom(r)
-	}
-	return io.Copy(c.Conn, r)
-}
-
-// CloseWrite keeps net/http's graceful half-close of TCP connections.
-func (c *trackedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
-
-// NetConn returns the accepted connection under c, like tls.Conn.NetConn.
-func (c *trackedConn) NetConn() net.Conn { return c.Conn }
 
 // goAwayAll sends GOAWAY to every HTTP/2 connection: the server is shutting
 // down (net/http's own HTTP/2 server does this in Shutdown).

@@ -148,6 +148,7 @@ type Manager struct {
 	done      chan struct{}
 	doneFns   []func()
 	callbacks map[*callback]struct{}
+	watchers  []func(*sequence)
 }
 
 // sequence is one drain: immutable once published.
@@ -159,6 +160,15 @@ type sequence struct {
 }
 
 func (s *sequence) deadline() time.Time { return s.start.Add(s.length) }
+
+// proactiveDelay returns a uniformly random delay within what is left at now
+// of s's proactive window: zero once it is over.
+func (s *sequence) proactiveDelay(now time.Time, rnd func() float64) time.Duration {
+	if window := s.proactiveEnd.Sub(now); window > 0 {
+		return time.Duration(rnd() * float64(window))
+	}
+	return 0
+}
 
 type callback struct {
 	fn    func()
@@ -311,10 +321,26 @@ func (m *Manager) reach(s *sequence) {
 	for cb := range m.callbacks {
 		m.schedule(cb, s)
 	}
-	children := m.children
+	children, watchers := m.children, m.watchers
 	m.mu.Unlock()
+	for _, w := range watchers {
+		w(s)
+	}
 	for _, c := range children {
 		c.reach(s)
+	}
+}
+
+// watch makes fn learn of every drain sequence that reaches m (its own or an
+// ancestor's), from now on: what OnDrain is for one callback, watch is for
+// a whole population that schedules itself (the tracker's connections).
+func (m *Manager) watch(fn func(*sequence)) {
+	m.mu.Lock()
+	m.watchers = append(m.watchers, fn)
+	effective := m.effective
+	m.mu.Unlock()
+	if effective != nil {
+		fn(effective)
 	}
 }
 
@@ -323,10 +349,7 @@ func (m *Manager) reach(s *sequence) {
 // m.mu is held.
 func (m *Manager) schedule(cb *callback, s *sequence) {
 	now := m.opts.Clock.Now()
-	var delay time.Duration
-	if window := s.proactiveEnd.Sub(now); window > 0 {
-		delay = time.Duration(m.opts.Rand() * float64(window))
-	}
+	delay := s.proactiveDelay(now, m.opts.Rand)
 	at := now.Add(delay)
 	if cb.timer != nil {
 		if !at.Before(cb.at) || !cb.timer.Stop() {

@@ -92,7 +92,7 @@ func (c *trackedConn) closeAfter(w http.ResponseWriter, r *http.Request) {
 		setConnectionClose(w, r)
 		return
 	}
-	if c.t.clock.Now().Sub(c.accepted) < c.t.h2MinAge {
+	if c.age(c.t.clock.Now()) < c.t.h2MinAge {
 		c.goAwayWhenOld()
 		return
 	}

@@ -156,8 +156,8 @@ func TestConnPolicy_MaxConnectionAgeJitterSpreadsAges(t *testing.T) {
 		var ages []time.Duration
 		for _, c := range conns {
 			c.mu.Lock()
-			if c.marked {
-				ages = append(ages, c.markedAt.Sub(start))
+			if c.marked() {
+				ages = append(ages, c.d.markedAt.Sub(start))
 			}
 			c.mu.Unlock()
 		}
@@ -274,8 +274,8 @@ func TestProactiveEndRate_SpacesEndsAndSkipsNone(t *testing.T) {
 		var at []time.Duration
 		for _, c := range conns {
 			c.mu.Lock()
-			if c.marked {
-				at = append(at, c.markedAt.Sub(start))
+			if c.marked() {
+				at = append(at, c.d.markedAt.Sub(start))
 			}
 			c.mu.Unlock()
 		}
