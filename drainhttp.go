@@ -27,6 +27,10 @@
 // their connection is draining from Draining(ctx), and can finish before the
 // deadline.
 //
+// Restarter adds hot restart: on SIGHUP the binary is re-executed with the
+// listening sockets handed over, and the old process drains its connections
+// as above and exits (Envoy's parent shutdown sequence).
+//
 // The pieces also stand alone: Manager is Envoy's drain manager (strategies,
 // child managers per listener, health-check fail/ok, proactive callbacks),
 // and Middleware puts any Decision in front of a plain http.Server, for

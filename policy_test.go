@@ -57,6 +57,20 @@ func (pt *pipeTracker) conn(state http.ConnState, proto Protocol) *trackedConn {
 	return c
 }
 
+// markedAfter returns, for each of conns that has been told to close, how
+// long after start that was.
+func markedAfter(conns []*trackedConn, start time.Time) []time.Duration {
+	var at []time.Duration
+	for _, c := range conns {
+		c.mu.Lock()
+		if c.marked() {
+			at = append(at, c.d.markedAt.Sub(start))
+		}
+		c.mu.Unlock()
+	}
+	return at
+}
+
 func (c *trackedConn) isClosed() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -153,14 +167,7 @@ func TestConnPolicy_MaxConnectionAgeJitterSpreadsAges(t *testing.T) {
 			conns = append(conns, pt.conn(http.StateActive, HTTP1))
 		}
 		time.Sleep(11*time.Minute + time.Second)
-		var ages []time.Duration
-		for _, c := range conns {
-			c.mu.Lock()
-			if c.marked() {
-				ages = append(ages, c.d.markedAt.Sub(start))
-			}
-			c.mu.Unlock()
-		}
+		ages := markedAfter(conns, start)
 		if len(ages) != len(conns) {
 			t.Fatalf("%d of %d connections reached their age", len(ages), len(conns))
 		}
@@ -271,14 +278,7 @@ func TestProactiveEndRate_SpacesEndsAndSkipsNone(t *testing.T) {
 		pt.mgr.StartDrainSequence(nil)
 		time.Sleep(5 * time.Second)
 		synctest.Wait()
-		var at []time.Duration
-		for _, c := range conns {
-			c.mu.Lock()
-			if c.marked() {
-				at = append(at, c.d.markedAt.Sub(start))
-			}
-			c.mu.Unlock()
-		}
+		at := markedAfter(conns, start)
 		if len(at) != len(conns) {
 			t.Fatalf("%d of %d connections ended within 5s at 10/s", len(at), len(conns))
 		}
