@@ -13,7 +13,7 @@ import (
 // This file serves every HTTP/2 connection of an http.Server with its own
 // x/net http2.Server, joined by http2.ConfigureServer to its own dummy
 // *http.Server, so that dummy.Shutdown sends GOAWAY(NO_ERROR) on that one
-// connection, from outside any request (see DESIGN.md §2). There is no public
+// connection, from outside any request. There is no public
 // API for that in net/http. x/net marks this server API Deprecated; using it
 // is deliberate and confined to this file and its two toolchain halves:
 //

@@ -414,7 +414,7 @@ func (r *rawH2) response(streamID uint32) {
 func (r *rawH2) goaway(lastStreamID uint32) {
 	r.t.Helper()
 	var ga *http2.GoAwayFrame
-	r.next("GOAWAY (the out-of-band GOAWAY of DESIGN.md §2 is broken on this toolchain)", func(f http2.Frame) bool {
+	r.next("GOAWAY (the out-of-band GOAWAY of h2conn.go is broken on this toolchain)", func(f http2.Frame) bool {
 		ga, _ = f.(*http2.GoAwayFrame)
 		return ga != nil
 	})
@@ -496,7 +496,7 @@ func TestH2GoawayGraceful(t *testing.T) {
 
 // TestH2ShutdownWithIdleConns: with RegisterOnShutdown calling every goaway,
 // Shutdown returns promptly with idle h2 and h2c connections open; without it,
-// Shutdown waits for its context (the trap DESIGN.md §2 describes).
+// Shutdown waits for its context (the trap installH2 documents).
 func TestH2ShutdownWithIdleConns(t *testing.T) {
 	for _, hook := range []bool{true, false} {
 		name := map[bool]string{true: "goaway_on_shutdown", false: "no_hook"}[hook]

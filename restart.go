@@ -56,7 +56,7 @@ const DefaultUpgradeTimeout = time.Minute
 //
 // Envoy's --parent-shutdown-time-s defaults to 900 s, to cover its 600 s
 // --drain-time-s for edge proxies holding long-lived client connections.
-// Go services behind a load balancer drain for 30 to 90 s (DESIGN §1), and
+// Go services behind a load balancer drain for 30 to 90 s, and
 // each connection is bounded anyway by its DrainTimeout deadline; two
 // minutes covers a 90 s window plus the 5 s default DrainTimeout with room to
 // spare, and keeps short the time during which two generations run and a
