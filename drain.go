@@ -98,7 +98,6 @@ func (s *Server) runDrain(handoff bool) {
 	defer close(s.drained)
 	clock := s.tracker.clock
 	start := clock.Now()
-	s.notReady.Store(true)
 	s.log.Info("drainhttp: drain started",
 		"strategy", s.mgr.opts.Strategy.String(), "drain_time", s.mgr.opts.DrainTime.String(),
 		"drain_timeout", s.tracker.drainTimeout.String(), "shutdown_delay", s.ShutdownDelay.String(),
