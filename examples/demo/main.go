@@ -81,7 +81,7 @@
 //
 //	-clients         number of clients, spread over the six kinds (default 24)
 //	-warmup          traffic before the signal (default 3s)
-//	-drain-time      drainhttp's drain window, DrainTime (default 8s)
+//	-drain-time      drainhttp's drain window, DrainTime (default 6s)
 //	-drain-timeout   drainhttp's per-connection deadline, DrainTimeout (default 3s)
 //	-probe-interval  load balancer health check interval (default 200ms)
 //	-out             chart file, .svg or .png (default drain-demo.svg in the
@@ -125,7 +125,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.IntVar(&cfg.clients, "clients", 24, "number of clients, spread over six kinds (busy GET/POST over HTTP/1.1 and h2c, idle, streaming)")
 	fs.DurationVar(&cfg.warmup, "warmup", 3*time.Second, "traffic before the signal")
-	fs.DurationVar(&cfg.drainTime, "drain-time", 8*time.Second, "drainhttp's drain window (DrainTime)")
+	fs.DurationVar(&cfg.drainTime, "drain-time", 6*time.Second, "drainhttp's drain window (DrainTime)")
 	fs.DurationVar(&cfg.drainTimeout, "drain-timeout", 3*time.Second, "drainhttp's per-connection deadline (DrainTimeout)")
 	fs.DurationVar(&cfg.probeInterval, "probe-interval", 200*time.Millisecond, "load balancer health check interval")
 	fs.StringVar(&cfg.out, "out", filepath.Join(os.TempDir(), "drain-demo.svg"), "chart `file` (.svg or .png)")
