@@ -744,28 +744,16 @@ loop:
 	return err
 }
 
-// watchSignals, while s drains, makes a SIGTERM or SIGINT hurry the drain
-// and logs that SIGHUP is ignored. The returned function waits for it to
-// stop, once the drain is over.
+// watchSignals is Server.hurryOnSignal for a Restarter: SIGHUP, while this
+// process drains, is logged and ignored.
 func (r *Restarter) watchSignals(s *Server, sigs <-chan os.Signal) (wait func()) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case sig := <-sigs:
-				if sig == syscall.SIGHUP {
-					r.log.Info("drainhttp: SIGHUP ignored: this process is draining")
-					continue
-				}
-				r.log.Warn("drainhttp: second signal, draining immediately", "signal", sig.String())
-				s.hurryUp()
-			case <-s.drained:
-				return
-			}
+	return s.hurryOnSignal(sigs, r.log, func(sig os.Signal) bool {
+		if sig != syscall.SIGHUP {
+			return false
 		}
-	}()
-	return func() { <-done }
+		r.log.Info("drainhttp: SIGHUP ignored: this process is draining")
+		return true
+	})
 }
 
 // handOff is the parent's side once the new process is ready: stop

@@ -3,6 +3,7 @@ package drainhttp
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -43,15 +44,9 @@ func (s *Server) ServeUntilSignal(serve ...func() error) error {
 	select {
 	case sig := <-sigs:
 		s.log.Info("drainhttp: signal received, draining", "signal", sig.String())
-		go func() {
-			select {
-			case sig := <-sigs:
-				s.log.Warn("drainhttp: second signal, draining immediately", "signal", sig.String())
-				s.hurryUp()
-			case <-s.drained:
-			}
-		}()
+		wait := s.hurryOnSignal(sigs, s.log, nil)
 		err = s.Drain(context.Background())
+		wait()
 	case err = <-errc:
 		remaining--
 		if errors.Is(err, http.ErrServerClosed) {
@@ -69,6 +64,30 @@ func (s *Server) ServeUntilSignal(serve ...func() error) error {
 		}
 	}
 	return err
+}
+
+// hurryOnSignal, while s drains, makes the next signal on sigs cut the drain
+// short (DrainNow), logging it to log, except signals for which ignore (if
+// not nil) returns true. The returned function waits for the watcher, which
+// stops when the drain is over.
+func (s *Server) hurryOnSignal(sigs <-chan os.Signal, log *slog.Logger, ignore func(os.Signal) bool) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case sig := <-sigs:
+				if ignore != nil && ignore(sig) {
+					continue
+				}
+				log.Warn("drainhttp: second signal, draining immediately", "signal", sig.String())
+				s.hurryUp()
+			case <-s.drained:
+				return
+			}
+		}
+	}()
+	return func() { <-done }
 }
 
 // ListenAndServeUntilSignal is ServeUntilSignal(s.ListenAndServe).
