@@ -2,7 +2,7 @@ package drainhttp
 
 import (
 	"context"
-	"io"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/http"
@@ -11,369 +11,348 @@ import (
 	"time"
 )
 
-// trackedConn is a connection accepted by a tracked listener: the net.Conn
-// that net/http serves, and what the server knows of it. It stays small
-// while no drain reaches it: the drain record (connDrain) is allocated
-// then.
-type trackedConn struct {
-	net.Conn
+// conn is what the server knows of one connection. net/http serves the
+// connection itself, exactly as the listener returned it; the tracker finds
+// this record from the net.Conn that net/http's hooks pass. It stays small
+// until a drain or a policy reaches it: the drain record (connDrain) is
+// allocated then.
+type conn struct {
 	t        *tracker
+	nc       net.Conn // as the listener returned it
 	policy   *ConnPolicy
 	accepted int64 // clock time, Unix nanoseconds
+	late     bool  // accepted while the server drained: kept until the window ends
+	probe    atomic.Bool // its first request was a readiness probe (Adaptive)
 
 	requests atomic.Int64
-	proto    atomic.Uint32 // Protocol
+	proto    atomic.Uint32 // connProtocol
 	state    atomic.Int32  // http.ConnState
-	drain    atomic.Uint32 // ConnDrainState
-	active   atomic.Int32  // StateActive transitions; HTTP/2's first is the preface
+	drain    atomic.Uint32 // connDrainState
 
 	mu        sync.Mutex // guards the fields below and the open counts' updates
-	late      bool       // accepted during a drain: drained when idle
-	closed    bool
-	idleSince int64         // clock time, Unix nanoseconds
+	alias     net.Conn   // the *tls.Conn that ServeTLS made over nc, once seen
+	actives   int32      // StateActive transitions; HTTP/2's first comes from the preface
+	idleSince int64      // clock time of the last StateIdle, Unix nanoseconds
+	rhythm    rhythm
 	ageTimer  Timer         // MaxConnectionAge
-	goaway    func()        // HTTP/2 only: GOAWAY on this connection
-	notify    chan struct{} // closed when marked; nil until asked for
-	d         *connDrain    // nil until a drain reaches the connection
+	h2        *h2Conn       // HTTP/2 only
+	notify    chan struct{} // closed when told; nil until asked for
+	d         *connDrain    // nil until told or given a turn
 }
 
 // connDrain is a connection's drain record.
 type connDrain struct {
-	marked      bool // drain state left ConnNotDraining
-	forced      bool
-	reason      DrainReason
-	markedAt    time.Time
-	deadline    Timer // force-closes the connection
-	idleCheck   Timer
-	goAwayTimer Timer // HTTP/2: a GOAWAY waiting for h2MinAge
-	proactive   Timer // the connection's turn in the proactive window
-	proactiveAt time.Time
+	reason     drainReason
+	toldAt     time.Time
+	deadline   Timer     // closes the connection whatever it does; nil if none
+	deadlineAt time.Time // zero if none
+	forced     bool
+	idleClose  Timer // HTTP/1.1: closes it once it has been idle long enough
+	end        Timer // its turn in the proactive window, or a rate-limited end: one at a time
+	endAt      time.Time
+	endReason  drainReason
 }
 
 // record returns c's drain record, making it. c.mu is held.
-func (c *trackedConn) record() *connDrain {
+func (c *conn) record() *connDrain {
 	if c.d == nil {
 		c.d = new(connDrain)
 	}
 	return c.d
 }
 
-// marked reports whether c has been told to close. c.mu is held.
-func (c *trackedConn) marked() bool { return c.d != nil && c.d.marked }
+func (c *conn) protocol() connProtocol { return connProtocol(c.proto.Load()) }
+
+func (c *conn) drainState() connDrainState { return connDrainState(c.drain.Load()) }
 
 // age returns how old c is at now.
-func (c *trackedConn) age(now time.Time) time.Duration {
+func (c *conn) age(now time.Time) time.Duration {
 	return time.Duration(now.UnixNano() - c.accepted)
 }
 
-// onRequest applies the drain decision and the connection's policies to a
-// request on c, and makes the response end c if one of them says so. While
-// nothing fires it is a few atomic operations and no allocation.
-func (c *trackedConn) onRequest(d Decision, w http.ResponseWriter, r *http.Request) {
-	n := c.requests.Add(1)
-	if ConnDrainState(c.drain.Load()) != ConnNotDraining {
-		c.closeAfter(w, r)
-		return
-	}
-	p := c.policy
-	var reason DrainReason
-	switch {
-	case d.DrainClose():
-		reason = ReasonDecision
-	case p.MaxRequestsPerConnection > 0 && n >= p.MaxRequestsPerConnection:
-		reason = ReasonMaxRequests
-	case p.GoAwayChance > 0 && (p.GoAwayChanceHTTP1 || c.protocol() != HTTP1) && c.t.rand() < p.GoAwayChance:
-		// Rate limited like the other proactive ends: if the limiter
-		// allows it only later, the connection is ended then.
-		if d := c.t.reserveEnd(); d > 0 {
-			c.t.clock.AfterFunc(d, func() { c.end(ReasonGoAwayChance) })
-			return
-		}
-		reason = ReasonGoAwayChance
-	default:
-		return
-	}
-	c.markDraining(reason)
-	c.closeAfter(w, r)
-}
-
-func (c *trackedConn) protocol() Protocol { return Protocol(c.proto.Load()) }
-
-func (c *trackedConn) setState(state http.ConnState) {
-	if state == http.StateClosed {
-		c.finish()
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old := http.ConnState(c.state.Load())
-	if old == state || c.closed {
-		return
-	}
-	p := c.protocol()
-	c.t.open[p][old].Add(-1)
-	c.t.open[p][state].Add(1)
-	c.state.Store(int32(state))
-	switch state {
-	case http.StateActive:
-		c.active.Add(1)
-	case http.StateIdle:
-		c.idleSince = c.t.clock.Now().UnixNano()
-		switch {
-		case c.marked() && p == HTTP1:
-			c.armIdleCheck(idleCloseDelay, c.closeIdle)
-		case c.late && !c.marked():
-			c.armIdleCheck(idleCloseDelay, func() { c.t.endLimited(c, ReasonProactive) })
-		}
-	}
-}
-
-// setHTTP2 records that c is now served by the HTTP/2 server, and how to
-// send it a GOAWAY.
-func (c *trackedConn) setHTTP2(p Protocol, goaway func()) {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return
-	}
-	old := c.protocol()
-	s := c.state.Load()
-	c.proto.Store(uint32(p))
-	c.t.open[old][s].Add(-1)
-	c.t.open[p][s].Add(1)
-	c.goaway = goaway
-	marked := c.marked()
-	c.mu.Unlock()
-	if marked && c.h2Armed() {
-		c.goAwayWhenOld()
-	}
-}
-
-// h2Armed reports whether an out-of-band GOAWAY is safe: a GOAWAY before
-// the connection's first request makes Go's client fail that request, so we
-// wait for the first stream (the second StateActive: the first comes from
-// the preface).
-func (c *trackedConn) h2Armed() bool { return c.active.Load() >= 2 }
-
-// goAwayWhenOld sends c its GOAWAY once c is h2MinAge old: now, or on a
-// timer.
-func (c *trackedConn) goAwayWhenOld() {
-	wait := c.t.h2MinAge - c.age(c.t.clock.Now())
-	if wait <= 0 {
-		c.sendGoAway()
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if d := c.record(); d.goAwayTimer == nil && !c.closed {
-		d.goAwayTimer = c.t.clock.AfterFunc(wait, c.sendGoAway)
-	}
-}
-
-func (c *trackedConn) sendGoAway() {
-	if goaway := c.takeGoAway(); goaway != nil {
-		goaway()
-	}
-}
-
-// takeGoAway counts c's GOAWAY and returns the function that sends it, or
-// nil if c had it already: Go's GOAWAY is single-phase, and a second drain of
-// the same connection only delays the client's retries.
-func (c *trackedConn) takeGoAway() func() {
-	c.mu.Lock()
-	goaway := c.goaway
-	c.goaway = nil
-	c.mu.Unlock()
-	if goaway != nil {
-		c.t.goaways.Add(1)
-	}
-	return goaway
-}
-
-// scheduleProactive gives c its turn in the proactive window of the drain
-// sequence s: at a uniformly random time in what is left of the window,
-// unless c already has an earlier turn. A connection accepted during the
-// drain has none (see tracker.add).
-func (c *trackedConn) scheduleProactive(s *sequence) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed || c.late {
-		return
-	}
+// tell tells c to close for reason: its next HTTP/1.1 response carries
+// Connection: close, Draining(ctx) is closed and, if withDeadline, its
+// deadline starts: DrainTimeout (MaxConnectionAgeGrace for max_age) from
+// now, or sooner if it had one already. It reports whether c was open.
+// It does not act on an idle connection: end does.
+func (c *conn) tell(reason drainReason, withDeadline bool) bool {
 	now := c.t.clock.Now()
-	delay := s.proactiveDelay(now, c.t.rand)
-	at := now.Add(delay)
-	d := c.record()
-	if d.proactive != nil && (!at.Before(d.proactiveAt) || !d.proactive.Stop()) {
-		return
-	}
-	d.proactiveAt = at
-	d.proactive = c.t.clock.AfterFunc(delay, func() { c.t.endLimited(c, ReasonProactive) })
-}
-
-// markDraining moves c from ConnNotDraining to ConnDraining and starts its
-// drain deadline. It reports whether it did so.
-func (c *trackedConn) markDraining(reason DrainReason) bool {
-	if !c.drain.CompareAndSwap(uint32(ConnNotDraining), uint32(ConnDraining)) {
-		return false
-	}
 	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
+	defer c.mu.Unlock()
+	switch c.drainState() {
+	case notDraining:
+		d := c.record()
+		d.reason, d.toldAt = reason, now
+		c.drain.Store(uint32(told))
+		if c.notify != nil {
+			close(c.notify)
+		} else {
+			c.notify = closedChan
+		}
+		c.t.log.Debug("drainhttp: connection told to close", "remote", c.remote(), "protocol", c.protocol().String(), "reason", reason.String())
+	case told:
+	default:
 		return false
 	}
-	d := c.record()
-	d.marked = true
-	d.reason = reason
-	d.markedAt = c.t.clock.Now()
-	timeout := c.t.drainTimeout
-	if reason == ReasonMaxAge {
-		timeout = c.policy.MaxConnectionAgeGrace
+	if withDeadline {
+		timeout := c.t.drainTimeout
+		if reason == reasonMaxAge {
+			timeout = c.policy.MaxConnectionAgeGrace
+		}
+		c.boundLocked(now.Add(timeout))
 	}
-	d.deadline = c.t.clock.AfterFunc(timeout, func() { c.forceClose("drain deadline") })
-	if c.notify != nil {
-		close(c.notify)
-	} else {
-		c.notify = closedChan
-	}
-	c.mu.Unlock()
-	c.t.log.Debug("drainhttp: connection draining", "remote", c.RemoteAddr().String(), "protocol", c.protocol().String(), "reason", reason.String())
 	return true
 }
 
-// end drains c for reason, even if it never sends another request: it is
-// marked draining, an idle HTTP/1.1 connection is closed (once it has been
-// idle for idleCloseDelay), an HTTP/2 connection that has served a request
-// is sent a GOAWAY.
-func (c *trackedConn) end(reason DrainReason) {
-	if !c.markDraining(reason) && ConnDrainState(c.drain.Load()) != ConnDraining {
-		return // closing or closed
+// bound makes c's deadline at the latest at, if it is still open: a drain
+// that reaches a connection shortens whatever deadline it had.
+func (c *conn) bound(at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s := c.drainState(); s == told {
+		c.boundLocked(at)
 	}
+}
+
+func (c *conn) boundLocked(at time.Time) {
+	d := c.record()
+	if d.deadline != nil && !at.Before(d.deadlineAt) {
+		return
+	}
+	if d.deadline != nil {
+		d.deadline.Stop()
+	}
+	d.deadlineAt = at
+	d.deadline = c.t.clock.AfterFunc(at.Sub(c.t.clock.Now()), func() { c.closeNow("drain deadline") })
+}
+
+// end tells c to close for reason, with a deadline, and acts on it even if
+// it never sends another request: an idle HTTP/1.1 connection is closed
+// once it has been idle longer than its client's rhythm, an HTTP/2
+// connection is sent its GOAWAY.
+func (c *conn) end(reason drainReason) {
+	if !c.tell(reason, true) {
+		return
+	}
+	c.act()
+}
+
+// act makes a told connection end.
+func (c *conn) act() {
 	switch c.protocol() {
-	case HTTP1:
+	case protoHTTP1:
 		c.mu.Lock()
-		if http.ConnState(c.state.Load()) == http.StateIdle && !c.closed {
-			idle := time.Duration(c.t.clock.Now().UnixNano() - c.idleSince)
-			c.armIdleCheck(idleCloseDelay-idle, c.closeIdle)
-		}
+		c.armIdleCloseLocked()
 		c.mu.Unlock()
 	default:
-		if c.h2Armed() {
-			c.goAwayWhenOld()
+		c.mu.Lock()
+		h2 := c.h2
+		c.mu.Unlock()
+		if h2 != nil {
+			h2.goAway()
 		}
 	}
 }
 
-// armIdleCheck runs then after d if c has stayed idle all along. c.mu is
+// armIdleCloseLocked schedules the close of an idle HTTP/1.1 connection
+// that is told to close, or that arrived during a drain: once it has been
+// idle for its rhythm's quietAfter, counted from when it went idle. c.mu is
 // held.
-func (c *trackedConn) armIdleCheck(wait time.Duration, then func()) {
+func (c *conn) armIdleCloseLocked() {
+	if http.ConnState(c.state.Load()) != http.StateIdle {
+		return
+	}
+	s := c.drainState()
+	if s != told && !(s == notDraining && c.late) {
+		return
+	}
 	d := c.record()
-	if d.idleCheck != nil {
-		d.idleCheck.Stop()
+	if d.idleClose != nil {
+		d.idleClose.Stop()
 	}
 	since := c.idleSince
-	d.idleCheck = c.t.clock.AfterFunc(max(wait, 0), func() {
-		c.mu.Lock()
-		idle := http.ConnState(c.state.Load()) == http.StateIdle && c.idleSince == since && !c.closed
-		c.mu.Unlock()
-		if idle {
-			then()
-		}
-	})
+	wait := time.Duration(since + int64(c.rhythm.quietAfter()) - c.t.clock.Now().UnixNano())
+	d.idleClose = c.t.clock.AfterFunc(max(wait, 0), func() { c.closeIdle(since) })
 }
 
-// closeIdle closes a draining connection that is idle.
-func (c *trackedConn) closeIdle() {
-	if c.drain.CompareAndSwap(uint32(ConnDraining), uint32(ConnClosing)) {
-		c.Close()
-	}
-}
-
-// forceClose closes c now, whatever it is doing: at its drain deadline, or
-// when a drain is cut short. Closing the socket under TLS means a writer
-// stuck on a slow peer cannot block it.
-func (c *trackedConn) forceClose(why string) {
+// closeIdle closes c if it has stayed idle since since.
+func (c *conn) closeIdle(since int64) {
 	c.mu.Lock()
-	if c.closed {
+	idle := http.ConnState(c.state.Load()) == http.StateIdle && c.idleSince == since
+	if !idle {
 		c.mu.Unlock()
 		return
 	}
+	if c.drainState() == notDraining {
+		// A late connection gone quiet: it is drained proactively.
+		c.mu.Unlock()
+		if !c.tell(reasonProactive, true) {
+			return
+		}
+		c.mu.Lock()
+	}
+	ok := c.drain.CompareAndSwap(uint32(told), uint32(closing))
+	c.mu.Unlock()
+	if ok {
+		c.t.log.Debug("drainhttp: idle connection closed", "remote", c.remote(), "idle", time.Duration(c.t.clock.Now().UnixNano()-since).String())
+		c.nc.Close()
+	}
+}
+
+// closeNow closes c at once, whatever it is doing: at its deadline, when a
+// drain is cut short, or on Close; why says which, for the log. A
+// connection that was never told to close is counted with reason "close".
+// An HTTP/2 connection waiting out its GOAWAY or one that never sent a
+// request is idle, and not counted as forced; a busy or hijacked one is.
+// Closing the socket under TLS means a writer stuck on a slow peer cannot
+// block it.
+func (c *conn) closeNow(why string) {
 	now := c.t.clock.Now()
+	c.mu.Lock()
+	switch c.drainState() {
+	case closed:
+		c.mu.Unlock()
+		return
+	case notDraining:
+		// Ended by Close, or by a drain cut short, before its turn came.
+		d := c.record()
+		d.reason, d.toldAt = reasonClose, now
+		if c.notify != nil {
+			close(c.notify)
+		} else {
+			c.notify = closedChan
+		}
+	}
+	c.drain.Store(uint32(closing))
 	d := c.record()
-	// Closing an idle connection (an HTTP/2 one waiting out its GOAWAY, one
-	// that never sent a request) interrupts nothing: only a busy one is
-	// forced.
 	state := http.ConnState(c.state.Load())
 	d.forced = state == http.StateActive || state == http.StateHijacked
-	if !d.marked {
-		// Ended by a drain cut short or by Close before its turn came.
-		d.marked, d.reason, d.markedAt = true, ReasonProactive, now
-	}
-	forced := d.forced
 	c.mu.Unlock()
-	c.drain.Store(uint32(ConnClosing))
 	level, msg := slog.LevelDebug, "drainhttp: idle connection closed"
-	if forced {
+	if d.forced {
 		level, msg = slog.LevelWarn, "drainhttp: connection force-closed"
 	}
 	c.t.log.Log(context.Background(), level, msg, "why", why,
-		"remote", c.RemoteAddr().String(), "protocol", c.protocol().String(),
+		"remote", c.remote(), "protocol", c.protocol().String(),
 		"state", state.String(), "age", c.age(now).String())
-	c.Close()
+	rawConn(c.nc).Close()
+	if state == http.StateHijacked {
+		// net/http no longer watches it: nobody else reports its end.
+		c.forget()
+	}
 }
 
-// Close closes the connection and forgets it.
-func (c *trackedConn) Close() error {
-	err := c.Conn.Close()
-	c.finish()
-	return err
+// rawConn returns the socket under nc: a *tls.Conn's NetConn, or nc.
+func rawConn(nc net.Conn) net.Conn {
+	if tc, ok := nc.(*tls.Conn); ok {
+		return tc.NetConn()
+	}
+	return nc
 }
 
-// finish forgets a closed connection, once.
-func (c *trackedConn) finish() {
+// forget records that c is gone, once: its timers stop, its drain is
+// counted and the tracker lets it go.
+func (c *conn) forget() {
 	c.mu.Lock()
-	if c.closed {
+	if c.drainState() == closed {
 		c.mu.Unlock()
 		return
 	}
-	c.closed = true
+	c.drain.Store(uint32(closed))
 	if c.ageTimer != nil {
 		c.ageTimer.Stop()
 	}
 	t := c.t
-	t.open[c.protocol()][c.state.Swap(int32(http.StateClosed))].Add(-1)
-	c.goaway = nil
-	var d connDrain
-	if c.d != nil {
-		d = *c.d
-		for _, timer := range []Timer{d.deadline, d.idleCheck, d.goAwayTimer, d.proactive} {
+	state := http.ConnState(c.state.Swap(int32(http.StateClosed)))
+	t.open[c.protocol()][state].Add(-1)
+	d := c.d
+	if d != nil {
+		for _, timer := range []Timer{d.deadline, d.idleClose, d.end} {
 			if timer != nil {
 				timer.Stop()
 			}
 		}
 	}
+	h2 := c.h2
 	c.mu.Unlock()
-	// Count before forgetting, so that a drain that waits for the last
-	// connection sees its counters final.
-	if d.marked {
+	if h2 != nil {
+		h2.stop()
+	}
+	if d != nil && !d.toldAt.IsZero() {
+		// Count before forgetting, so that a drain that waits for the
+		// last connection sees its counters final.
 		t.drained[d.reason].Add(1)
 		if d.forced {
 			t.forced.Add(1)
 		}
-		t.mu.Lock()
-		onDone := t.onDone
-		t.mu.Unlock()
-		if onDone != nil {
-			onDone(c, t.clock.Now().Sub(d.markedAt))
-		}
+		t.observeDrained(DrainedConn{
+			Reason:   d.reason.String(),
+			Protocol: c.protocol().String(),
+			Forced:   d.forced,
+			Draining: t.clock.Now().Sub(d.toldAt),
+		})
 	}
-	t.forget(c)
+	t.remove(c, state == http.StateHijacked)
+	if t.onClose != nil {
+		t.onClose(c)
+	}
+}
+
+// scheduleEnd ends c for reason at at (see endSoon), unless it has an
+// earlier end pending: a connection has one pending end at a time, and it
+// is cancelled when the connection closes.
+func (c *conn) scheduleEnd(at time.Time, reason drainReason) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.drainState() != notDraining {
+		return
+	}
+	d := c.record()
+	if d.end != nil && (!at.Before(d.endAt) || !d.end.Stop()) {
+		return
+	}
+	c.setEndLocked(at, reason)
+}
+
+// setEndLocked makes c's pending end at at. c.mu is held.
+func (c *conn) setEndLocked(at time.Time, reason drainReason) {
+	d := c.record()
+	d.endAt, d.endReason = at, reason
+	d.end = c.t.clock.AfterFunc(at.Sub(c.t.clock.Now()), func() {
+		c.mu.Lock()
+		c.d.end = nil
+		c.mu.Unlock()
+		c.endSoon(reason)
+	})
+}
+
+// endSoon ends c for reason (see end) as soon as the server's rate limit on
+// proactive ends allows, and reports whether that was now. Otherwise c's
+// end is pending, at the time the limiter gave; if it had one pending
+// already, that one stands and no rate is spent.
+func (c *conn) endSoon(reason drainReason) bool {
+	if lim := c.t.limiter; lim != nil {
+		c.mu.Lock()
+		if c.drainState() != notDraining || (c.d != nil && c.d.end != nil) {
+			c.mu.Unlock()
+			return false
+		}
+		now := c.t.clock.Now()
+		if wait := lim.ReserveN(now, 1).DelayFrom(now); wait > 0 {
+			c.setEndLocked(now.Add(wait), reason)
+			c.mu.Unlock()
+			return false
+		}
+		c.mu.Unlock()
+	}
+	c.end(reason)
+	return true
 }
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-// drainingChan returns a channel closed when c starts draining.
-func (c *trackedConn) drainingChan() <-chan struct{} {
+// drainingChan returns a channel closed when c is told to close.
+func (c *conn) drainingChan() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.notify == nil {
@@ -382,22 +361,9 @@ func (c *trackedConn) drainingChan() <-chan struct{} {
 	return c.notify
 }
 
-// ReadFrom keeps net/http's sendfile path: *net.TCPConn implements
-// io.ReaderFrom.
-func (c *trackedConn) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := c.Conn.(io.ReaderFrom); ok {
-		return rf.ReadFrom(r)
+func (c *conn) remote() string {
+	if a := c.nc.RemoteAddr(); a != nil {
+		return a.String()
 	}
-	return io.Copy(c.Conn, r)
+	return ""
 }
-
-// CloseWrite keeps net/http's graceful half-close of TCP connections.
-func (c *trackedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
-
-// NetConn returns the accepted connection under c, like tls.Conn.NetConn.
-func (c *trackedConn) NetConn() net.Conn { return c.Conn }

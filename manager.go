@@ -238,6 +238,44 @@ func (m *Manager) DrainClose() bool {
 	return false
 }
 
+// verdict is DrainClose as the Server's own middleware asks it, saying
+// why: a drain (the connection gets a deadline) or the health check (it
+// gets none).
+type verdict uint8
+
+const (
+	keep verdict = iota
+	closeForDrain
+	closeForHealthCheck
+)
+
+// verdict returns DrainClose's answer and its cause in one pass, with the
+// same two atomic loads per manager in the chain. With perRequest false
+// (an HTTP/2 connection, which a drain reaches per connection, not per
+// request) a drain sequence is not asked.
+func (m *Manager) verdict(perRequest bool) verdict {
+	healthChecked, failed, draining := true, false, false
+	for x := m; x != nil; x = x.parent {
+		healthChecked = healthChecked && !x.opts.IgnoreHealthCheck
+		if healthChecked && x.hcFailed.Load() {
+			failed = true
+		}
+		if s := x.seq.Load(); s != nil {
+			draining = true
+			if perRequest && s.drainClose(x.opts.Clock.Now(), x.opts.Rand) {
+				return closeForDrain
+			}
+		}
+	}
+	switch {
+	case failed && draining && perRequest:
+		return closeForDrain
+	case failed && !draining:
+		return closeForHealthCheck
+	}
+	return keep
+}
+
 func (s *sequence) drainClose(now time.Time, rnd func() float64) bool {
 	if s.strategy == Immediate {
 		return true
@@ -454,10 +492,21 @@ func (m *Manager) Done() <-chan struct{} { return m.done }
 // connections close as their next request ends. It applies to this manager
 // and to its descendants that do not set IgnoreHealthCheck. Envoy: POST
 // /healthcheck/fail.
+//
+// On a Server, a connection that serves a request while the health check
+// is failed is told to close (Connection: close, or a GOAWAY on HTTP/2;
+// Draining(ctx) is closed) but given no deadline, unlike a drain: nothing
+// of the failed state outlives HealthCheckOK. A drain that starts later
+// gives it its deadline as it gives every connection.
 func (m *Manager) HealthCheckFail() { m.hcFailed.Store(true) }
 
-// HealthCheckOK undoes HealthCheckFail. It does not stop a drain sequence:
-// a draining manager stays not Ready. Envoy: POST /healthcheck/ok.
+// HealthCheckOK undoes HealthCheckFail: from now on requests are no longer
+// told to close (unless a drain runs), and Ready follows the drain alone.
+// Connections told to close while the check was failed still close, as
+// their streams end, since a Connection: close or a GOAWAY cannot be taken
+// back; none of them is cut at a deadline. It does not stop a drain
+// sequence: a draining manager stays not Ready. Envoy: POST
+// /healthcheck/ok.
 func (m *Manager) HealthCheckOK() { m.hcFailed.Store(false) }
 
 // HealthCheckFailed reports whether the health check of this manager is

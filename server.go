@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -14,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http2"
 	"golang.org/x/time/rate"
 )
 
@@ -23,30 +23,38 @@ import (
 const DefaultDrainTimeout = 5 * time.Second
 
 // Server is a drop-in replacement for http.Server that drains its
-// connections instead of dropping them. Its fields up to HTTP2 are
-// http.Server's, with the same meaning, and its serve, Shutdown, Close,
-// RegisterOnShutdown and SetKeepAlivesEnabled methods keep http.Server's
-// contracts. Drain, DrainNow and ServeUntilSignal add the graceful sequence.
+// connections instead of dropping them. The zero value is a valid
+// configuration: an immediate drain (DrainTime zero) with
+// DefaultDrainTimeout per connection.
 //
-// Every connection is tracked from Accept to Close, hijacked ones included.
-// Every request passes through Middleware with the server's Manager as the
-// decision. Every HTTP/2 connection (TLS via ALPN; h2c with prior knowledge
-// when Protocols enables unencrypted HTTP/2) is served by its own HTTP/2
-// server, so that it can be sent a GOAWAY while idle.
+// Its fields up to DisableClientPriority are http.Server's, with the same
+// names, types and meaning, and its Serve, ServeTLS, ListenAndServe,
+// ListenAndServeTLS, Shutdown, Close, RegisterOnShutdown and
+// SetKeepAlivesEnabled methods keep http.Server's contracts. net/http
+// serves every connection itself, exactly as the listener returned it:
+// ConnState, ConnContext, BaseContext and Hijack see the listener's own
+// types (*net.TCPConn, *tls.Conn, ...), and r.TLS is set under ServeTLS
+// and under Serve(tls.NewListener(...)) alike. drainhttp watches through
+// those hooks, chaining the user's after its own.
 //
-// The zero value is a valid configuration: an immediate drain (DrainTime
-// zero) with DefaultDrainTimeout per connection. Options are validated when
-// the server is first used; a bad one makes the serve methods return an error
-// wrapping ErrInvalidOption. Fields must not be changed after that. A Server
-// is safe for concurrent use, and like http.Server it may not be reused after
-// Shutdown, Close or Drain.
+// HTTP/2 is net/http's own. Where net/http would serve HTTP/2 (over TLS via
+// ALPN; h2c with prior knowledge when Protocols enables unencrypted HTTP/2;
+// not when GODEBUG=http2server=0, Protocols leaves it out, or TLSNextProto
+// is non-nil), each HTTP/2 connection is served by an http.Server of its
+// own, so that it can be sent a GOAWAY while idle. A TLSNextProto set by
+// the user is used as given: HTTP/2 is then the user's, with no GOAWAY
+// outside requests. The context key http.ServerContextKey holds an
+// *http.Server with the server's settings (for an HTTP/2 connection, its
+// own server's), not this Server.
+//
+// Drain, DrainNow and ServeUntilSignal add the graceful sequence (see
+// Drain). Every option is validated when the server is first used (any
+// method call); a bad one makes every method that can return an error
+// return one wrapping ErrInvalidOption, and the others do nothing. Fields
+// must not be changed after that: the serve methods report a change as an
+// error naming the field. A Server is safe for concurrent use, and like
+// http.Server it may not be reused after Shutdown, Close or Drain.
 type Server struct {
-	// Addr, Handler, DisableGeneralOptionsHandler, TLSConfig, ReadTimeout,
-	// ReadHeaderTimeout, WriteTimeout, IdleTimeout, MaxHeaderBytes,
-	// ConnState, ErrorLog, BaseContext, ConnContext, HTTP2 and Protocols
-	// are as in http.Server. ConnState and ConnContext are chained after the
-	// server's own hooks, never replaced. http.Server's TLSNextProto is
-	// absent: the server owns HTTP/2.
 	Addr                         string
 	Handler                      http.Handler
 	DisableGeneralOptionsHandler bool
@@ -56,12 +64,19 @@ type Server struct {
 	WriteTimeout                 time.Duration
 	IdleTimeout                  time.Duration
 	MaxHeaderBytes               int
-	ConnState                    func(net.Conn, http.ConnState)
-	ErrorLog                     *log.Logger
-	BaseContext                  func(net.Listener) context.Context
-	ConnContext                  func(ctx context.Context, c net.Conn) context.Context
-	HTTP2                        *http.HTTP2Config
-	Protocols                    *http.Protocols
+	// MaxHeaderValueCount is http.Server's since Go 1.27; before, it is
+	// ignored.
+	MaxHeaderValueCount int
+	TLSNextProto        map[string]func(*http.Server, *tls.Conn, http.Handler)
+	ConnState           func(net.Conn, http.ConnState)
+	ErrorLog            *log.Logger
+	BaseContext         func(net.Listener) context.Context
+	ConnContext         func(ctx context.Context, c net.Conn) context.Context
+	HTTP2               *http.HTTP2Config
+	Protocols           *http.Protocols
+	// DisableClientPriority is http.Server's since Go 1.27; before, it is
+	// ignored.
+	DisableClientPriority bool
 
 	// DrainTime is the length of the drain window, during which the
 	// server keeps accepting and serving while it tells connections to
@@ -86,13 +101,19 @@ type Server struct {
 	// ShutdownDelay is how long Drain keeps serving normally, with
 	// ReadyHandler failing, before the drain window starts, so that load
 	// balancers and endpoint controllers stop sending new traffic first.
-	// Zero (the default) means no delay; negative is an error.
-	// kube-apiserver: --shutdown-delay-duration.
+	// With Adaptive set it is the longest the delay lasts. Zero (the
+	// default) means no delay; negative is an error. kube-apiserver:
+	// --shutdown-delay-duration.
 	ShutdownDelay time.Duration
+	// Adaptive, if not nil, makes the shutdown delay and the drain window
+	// end as soon as the server sees that the load balancer has let go and
+	// the traffic is gone, instead of lasting their full length: see
+	// AdaptiveShutdown. Nil (the default) keeps them fixed.
+	Adaptive *AdaptiveShutdown
 	// ConnPolicy ends connections in everyday operation (maximum age,
 	// maximum requests, GoAway chance) through the same path as a drain.
 	// The zero value applies none. WithPolicy overrides it per listener.
-	ConnPolicy
+	ConnPolicy ConnPolicy
 	// RetryAfter, if not nil, answers requests in the later part of a
 	// drain with a status and Retry-After instead of serving them
 	// (kube-apiserver's shutdown-send-retry-after). Nil (the default)
@@ -104,12 +125,12 @@ type Server struct {
 	// fleet. Connections over the limit are ended as soon as the limit
 	// allows, never skipped. Requests told to close by the drain decision
 	// and MaxRequestsPerConnection are not limited, and neither is the
-	// final drain of every connection when the drain window ends. Zero
-	// (the default) means no limit; negative is an error.
+	// drain of every connection when the drain window ends. Zero (the
+	// default) means no limit; negative is an error.
 	ProactiveEndRate float64
-	// Logger receives the server's drain logs: drain start and completion
-	// at Info, forced closes at Warn, per-connection decisions at Debug.
-	// Nil means no logs.
+	// Logger receives the server's drain logs: drain start, its phases,
+	// progress and completion at Info, forced closes at Warn,
+	// per-connection decisions at Debug. Nil means no logs.
 	Logger *slog.Logger
 
 	clock  Clock          // tests inject one; nil is the real clock
@@ -118,28 +139,53 @@ type Server struct {
 
 	initOnce sync.Once
 	initErr  error
-	srv      *http.Server
+	config   configSnapshot
+	srv      *http.Server // the outer server, which serves every connection
 	mgr      *Manager
 	tracker  *tracker
 	log      *slog.Logger
+	h2Once   sync.Once
+	adaptive *adaptive // nil unless Adaptive is set
+	phases   phases
+	errLog   *errorLog // counts TLS handshake errors; summarizes them if ErrorLog is nil
 
 	mu         sync.Mutex
-	listeners  map[*trackingListener]struct{}
-	closed     bool // listeners closed by Drain; Serve returns ErrServerClosed
+	listeners  map[*servedListener]struct{}
+	closed     bool // listeners closed: Serve returns ErrServerClosed
 	onShutdown []func()
 
-	notReady     atomic.Bool
-	handoff      atomic.Bool   // DrainAfterHandoff: the new process serves
-	hurry        chan struct{} // closed by DrainNow
-	hurryOnce    sync.Once
-	drainOnce    sync.Once
-	drainStarted atomic.Bool
-	drained      chan struct{} // closed when the drain sequence has finished
+	onShutdownOnce sync.Once
+	notReady       atomic.Bool
+	handoff        atomic.Bool   // DrainAfterHandoff: another process serves now
+	hurry          chan struct{} // closed by DrainNow
+	hurryOnce      sync.Once
+	drainOnce      sync.Once
+	drainStarted   atomic.Bool
+	cutShort       atomic.Bool   // the context of Drain ended first
+	drained        chan struct{} // closed when the drain sequence has finished
+	done           chan struct{} // closed when Drain, Shutdown or Close has finished
+	doneOnce       sync.Once
 }
 
+// init validates and builds the server, once: every method calls it.
 func (s *Server) init() error {
-	s.initOnce.Do(func() { s.initErr = s.build() })
+	s.initOnce.Do(func() {
+		s.config = s.snapshotConfig()
+		s.initErr = s.build()
+	})
 	return s.initErr
+}
+
+// check is init for the methods that start serving: a field changed
+// since the first use is an error.
+func (s *Server) check() error {
+	if err := s.init(); err != nil {
+		return err
+	}
+	if f := s.changedField(s.config); f != "" {
+		return fmt.Errorf("%w: Server.%s was changed after the server was first used; set every field before calling any method", ErrInvalidOption, f)
+	}
+	return nil
 }
 
 func (s *Server) build() error {
@@ -156,6 +202,11 @@ func (s *Server) build() error {
 	}
 	if s.RetryAfter != nil {
 		if err := s.RetryAfter.validate(); err != nil {
+			return err
+		}
+	}
+	if s.Adaptive != nil {
+		if err := s.Adaptive.validate(); err != nil {
 			return err
 		}
 	}
@@ -178,111 +229,135 @@ func (s *Server) build() error {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.mgr = mgr
-	s.tracker = newTracker(mgr, mgr.opts.Clock, drainTimeout, s.log, s.ConnState)
+	s.tracker = newTracker(mgr, drainTimeout, s.log, s.ConnState)
 	policy := s.ConnPolicy.normalize(drainTimeout)
 	s.tracker.policy = &policy
 	if s.ProactiveEndRate > 0 {
 		// A burst of one spaces the ends evenly.
 		s.tracker.limiter = rate.NewLimiter(rate.Limit(s.ProactiveEndRate), 1)
 	}
-	mw := &middleware{d: mgr}
-	if s.RetryAfter != nil {
-		mw.retry = newRetryAfter(s.RetryAfter, mgr)
-	}
-	s.listeners = make(map[*trackingListener]struct{})
+	s.listeners = make(map[*servedListener]struct{})
 	s.hurry = make(chan struct{})
 	s.drained = make(chan struct{})
+	s.done = make(chan struct{})
+	s.phases.init(mgr.opts.Clock)
+	if s.Adaptive != nil {
+		s.adaptive = newAdaptive(s, s.Adaptive.normalize())
+		s.tracker.onAccept = s.adaptive.accepted
+		s.tracker.onClose = s.adaptive.closedConn
+	}
 
-	mw.next = s.Handler
-	if mw.next == nil {
-		mw.next = http.DefaultServeMux
+	next := s.Handler
+	if next == nil {
+		next = http.DefaultServeMux
 	}
+	mw := &serverMiddleware{s: s, next: next}
+	if s.RetryAfter != nil {
+		mw.retry = newRetryAfter(s.RetryAfter, mgr, next)
+	}
+	s.srv = new(http.Server)
+	s.copyToHTTPServer(s.srv)
+	s.srv.Handler = mw
+	s.srv.ConnState = s.tracker.connState
 	userConnContext := s.ConnContext
-	s.srv = &http.Server{
-		Addr:                         s.Addr,
-		Handler:                      mw,
-		DisableGeneralOptionsHandler: s.DisableGeneralOptionsHandler,
-		TLSConfig:                    s.TLSConfig,
-		ReadTimeout:                  s.ReadTimeout,
-		ReadHeaderTimeout:            s.ReadHeaderTimeout,
-		WriteTimeout:                 s.WriteTimeout,
-		IdleTimeout:                  s.IdleTimeout,
-		MaxHeaderBytes:               s.MaxHeaderBytes,
-		ConnState:                    s.tracker.connState,
-		ErrorLog:                     s.ErrorLog,
-		BaseContext:                  s.BaseContext,
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if userConnContext != nil {
-				ctx = userConnContext(ctx, c)
-			}
-			return s.tracker.connContext(ctx, c)
-		},
-		HTTP2:     s.HTTP2,
-		Protocols: s.Protocols,
-	}
-	installH2(s.srv, h2Config(s.HTTP2), func(key net.Conn, proto string, goaway func()) {
-		if c := connOf(key); c != nil {
-			p := H2
-			if proto == "h2c" {
-				p = H2C
-			}
-			c.setHTTP2(p, goaway)
+	s.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if userConnContext != nil {
+			ctx = userConnContext(ctx, c)
 		}
-	})
+		return s.tracker.connContext(ctx, c)
+	}
+	userBaseContext := s.BaseContext
+	s.srv.BaseContext = func(l net.Listener) context.Context {
+		if sl, ok := l.(*servedListener); ok {
+			l = sl.Listener
+		}
+		if userBaseContext == nil {
+			return context.Background()
+		}
+		return userBaseContext(l)
+	}
+	if s.TLSNextProto != nil {
+		s.srv.TLSNextProto = maps.Clone(s.TLSNextProto)
+	}
+	s.errLog = newErrorLog(s)
+	s.srv.ErrorLog = s.errLog.logger()
 	s.srv.RegisterOnShutdown(s.tracker.goAwayAll)
+	s.srv.RegisterOnShutdown(s.runOnShutdown)
 	return nil
 }
 
-// h2Config carries net/http's HTTP/2 settings over to x/net's server.
-func h2Config(c *http.HTTP2Config) *http2.Server {
-	conf := new(http2.Server)
-	if c == nil {
-		return conf
-	}
-	conf.MaxConcurrentStreams = uint32(max(c.MaxConcurrentStreams, 0))
-	conf.MaxDecoderHeaderTableSize = uint32(max(c.MaxDecoderHeaderTableSize, 0))
-	conf.MaxEncoderHeaderTableSize = uint32(max(c.MaxEncoderHeaderTableSize, 0))
-	conf.MaxReadFrameSize = uint32(max(c.MaxReadFrameSize, 0))
-	conf.MaxUploadBufferPerConnection = int32(max(c.MaxReceiveBufferPerConnection, 0))
-	conf.MaxUploadBufferPerStream = int32(max(c.MaxReceiveBufferPerStream, 0))
-	conf.ReadIdleTimeout = c.SendPingTimeout
-	conf.PingTimeout = c.PingTimeout
-	conf.WriteByteTimeout = c.WriteByteTimeout
-	conf.PermitProhibitedCipherSuites = c.PermitProhibitedCipherSuites
-	return conf
+// setupH2 decides, at the first serve call, whether net/http would serve
+// HTTP/2, and if so routes HTTP/2 connections through servers of their
+// own. net/http decides once too, at its first serve call.
+func (s *Server) setupH2(serveTLS bool) {
+	s.h2Once.Do(func() {
+		if s.TLSNextProto != nil || !netHTTPServesHTTP2(s, serveTLS) {
+			return
+		}
+		s.tracker.installH2(s.srv, s.Protocols != nil && s.Protocols.UnencryptedHTTP2())
+	})
 }
+
+// netHTTPServesHTTP2 asks net/http whether an http.Server with s's
+// settings would serve HTTP/2, on a throwaway server whose serve call
+// returns at once: that is where net/http sets HTTP/2 up, or not
+// (GODEBUG=http2server=0, Protocols, a TLSConfig without "h2" under Serve).
+func netHTTPServesHTTP2(s *Server, serveTLS bool) bool {
+	probe := &http.Server{Protocols: s.Protocols}
+	if s.TLSConfig != nil {
+		probe.TLSConfig = s.TLSConfig.Clone()
+	}
+	var l probeListener
+	if serveTLS {
+		probe.ServeTLS(l, "", "")
+	} else {
+		probe.Serve(l)
+	}
+	_, ok := probe.TLSNextProto["h2"]
+	return ok
+}
+
+// probeListener is a listener that is closed already.
+type probeListener struct{}
+
+func (probeListener) Accept() (net.Conn, error) { return nil, net.ErrClosed }
+func (probeListener) Close() error              { return nil }
+func (probeListener) Addr() net.Addr            { return &net.TCPAddr{} }
 
 // Manager returns the server's drain manager: use it to fail the health
 // check, register OnDrain callbacks, make per-listener children or follow
-// the drain's progress. It returns nil if the options are invalid.
-func (s *Server) Manager() *Manager {
-	if s.init() != nil {
-		return nil
+// the drain's progress. Its error, wrapping ErrInvalidOption, says which
+// option is invalid.
+func (s *Server) Manager() (*Manager, error) {
+	if err := s.init(); err != nil {
+		return nil, err
 	}
-	return s.mgr
+	return s.mgr, nil
 }
 
 // Serve accepts connections on l and serves them, like http.Server.Serve.
 // It returns http.ErrServerClosed after Shutdown, Close or Drain.
 func (s *Server) Serve(l net.Listener) error {
-	tl, err := s.track(l)
+	sl, err := s.track(l)
 	if err != nil {
 		return err
 	}
-	defer s.untrack(tl)
-	return s.serveErr(s.srv.Serve(tl))
+	defer s.untrack(sl)
+	s.setupH2(false)
+	return s.serveErr(s.srv.Serve(sl))
 }
 
 // ServeTLS is Serve over TLS, like http.Server.ServeTLS: certFile and
 // keyFile may be empty if TLSConfig holds the certificates. HTTP/2 is
 // offered with ALPN.
 func (s *Server) ServeTLS(l net.Listener, certFile, keyFile string) error {
-	tl, err := s.track(l)
+	sl, err := s.track(l)
 	if err != nil {
 		return err
 	}
-	defer s.untrack(tl)
-	return s.serveErr(s.srv.ServeTLS(tl, certFile, keyFile))
+	defer s.untrack(sl)
+	s.setupH2(true)
+	return s.serveErr(s.srv.ServeTLS(sl, certFile, keyFile))
 }
 
 // ListenAndServe listens on the TCP address Addr (":http" if empty) and
@@ -306,7 +381,7 @@ func (s *Server) ListenAndServeTLS(certFile, keyFile string) error {
 }
 
 func (s *Server) listen(defaultAddr string) (net.Listener, error) {
-	if err := s.init(); err != nil {
+	if err := s.check(); err != nil {
 		return nil, err
 	}
 	if s.isClosed() {
@@ -319,17 +394,30 @@ func (s *Server) listen(defaultAddr string) (net.Listener, error) {
 	return net.Listen("tcp", addr)
 }
 
-func (s *Server) track(l net.Listener) (*trackingListener, error) {
-	if err := s.init(); err != nil {
+// track registers l, with the policy and sharing its wrappers say.
+func (s *Server) track(l net.Listener) (*servedListener, error) {
+	if err := s.check(); err != nil {
 		return nil, err
 	}
-	tl := &trackingListener{Listener: l, t: s.tracker}
-	if pl, ok := l.(*policyListener); ok {
-		if err := pl.policy.validate(); err != nil {
-			return nil, err
+	sl := &servedListener{Listener: l, t: s.tracker}
+	for inner, depth := l, 0; depth < 8; depth++ {
+		switch v := inner.(type) {
+		case *policyListener:
+			if sl.policy == nil {
+				if err := v.policy.validate(); err != nil {
+					return nil, err
+				}
+				p := v.policy.normalize(s.tracker.drainTimeout)
+				sl.policy = &p
+			}
+			inner = v.Listener
+			continue
+		case *sharedListener:
+			sl.shared = true
+			inner = v.Listener
+			continue
 		}
-		p := pl.policy.normalize(s.tracker.drainTimeout)
-		tl.policy = &p
+		break
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -337,13 +425,13 @@ func (s *Server) track(l net.Listener) (*trackingListener, error) {
 		l.Close()
 		return nil, http.ErrServerClosed
 	}
-	s.listeners[tl] = struct{}{}
-	return tl, nil
+	s.listeners[sl] = struct{}{}
+	return sl, nil
 }
 
-func (s *Server) untrack(tl *trackingListener) {
+func (s *Server) untrack(sl *servedListener) {
 	s.mu.Lock()
-	delete(s.listeners, tl)
+	delete(s.listeners, sl)
 	s.mu.Unlock()
 }
 
@@ -362,31 +450,81 @@ func (s *Server) serveErr(err error) error {
 	return err
 }
 
-// closeListeners stops accepting: every Serve returns http.ErrServerClosed.
-func (s *Server) closeListeners() {
+// takeListeners marks the server closed to new Serve calls and returns
+// the listeners it serves on.
+func (s *Server) takeListeners() []*servedListener {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.closed = true
-	ls := make([]*trackingListener, 0, len(s.listeners))
+	ls := make([]*servedListener, 0, len(s.listeners))
 	for l := range s.listeners {
 		ls = append(ls, l)
 	}
-	s.mu.Unlock()
-	for _, l := range ls {
+	return ls
+}
+
+// closeListeners stops accepting at once: every Serve returns
+// http.ErrServerClosed.
+func (s *Server) closeListeners() {
+	for _, l := range s.takeListeners() {
 		l.Close()
 	}
 }
 
-// Shutdown is http.Server.Shutdown: it closes the listeners, closes idle
-// connections, sends GOAWAY to HTTP/2 connections and waits for the others
-// to finish, until ctx ends. Like http.Server's it neither waits for nor
-// closes hijacked connections, and runs no drain window: use Drain for that.
+// closeListenersGracefully closes every listener without resetting the
+// connections waiting in their accept queues (see servedListener's
+// closeGracefully), all at once, and returns when they are closed or ctx
+// ends (closing what is left then).
+func (s *Server) closeListenersGracefully(ctx context.Context) {
+	ls := s.takeListeners()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		for _, l := range ls {
+			wg.Go(func() { l.closeGracefully(s.tracker.clock) })
+		}
+		wg.Wait()
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		for _, l := range ls {
+			l.Close()
+		}
+		<-done
+	}
+}
+
+// Shutdown is http.Server.Shutdown: it closes the listeners (without
+// resetting the connections in their accept queues, where it can: see
+// Drain), closes idle connections, sends GOAWAY to HTTP/2 connections and
+// waits for the others to finish, until ctx ends. Like http.Server's it
+// neither waits for nor closes hijacked connections, and runs no drain
+// window: use Drain for that. The functions given to RegisterOnShutdown
+// run once, here or in Drain, whichever comes first.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if err := s.init(); err != nil {
 		return err
 	}
+	defer s.finish()
 	s.notReady.Store(true)
-	s.closeListeners()
-	return s.srv.Shutdown(ctx)
+	if !s.drainStarted.Load() {
+		s.phases.enter(PhaseClosingListeners, "shutdown")
+	}
+	s.closeListenersGracefully(ctx)
+	if !s.drainStarted.Load() {
+		s.phases.enter(PhaseClosingConns, "listeners_closed")
+	}
+	err := s.srv.Shutdown(ctx)
+	if !s.drainStarted.Load() {
+		cause := "no_connection_left"
+		if err != nil {
+			cause = "canceled"
+		}
+		s.phases.enter(PhaseClosed, cause)
+	}
+	return err
 }
 
 // Close is http.Server.Close, except that it also closes hijacked
@@ -396,18 +534,40 @@ func (s *Server) Close() error {
 	if err := s.init(); err != nil {
 		return err
 	}
+	defer s.finish()
 	s.notReady.Store(true)
 	s.hurryUp()
 	s.closeListeners()
 	err := s.srv.Close()
 	s.tracker.closeAll("server closed")
+	s.tracker.stopSweep()
+	if !s.drainStarted.Load() {
+		s.phases.enter(PhaseClosed, "close")
+	}
 	return err
 }
 
+// finish marks the server done: Done is closed.
+func (s *Server) finish() {
+	s.doneOnce.Do(func() {
+		s.errLog.stop()
+		close(s.done)
+	})
+}
+
+// Done returns a channel that is closed when the server has finished: a
+// Drain (or DrainAfterHandoff) has returned, or a Shutdown or Close has.
+func (s *Server) Done() <-chan struct{} {
+	if s.init() != nil {
+		return closedChan
+	}
+	return s.done
+}
+
 // RegisterOnShutdown registers f to run, in its own goroutine, when
-// Shutdown starts or when Drain closes the listeners, like
-// http.Server.RegisterOnShutdown: use it to tell hijacked or long-lived
-// connections to finish.
+// Shutdown starts or when Drain closes the listeners, whichever is first,
+// like http.Server.RegisterOnShutdown: use it to tell hijacked or
+// long-lived connections to finish. Each function runs once.
 func (s *Server) RegisterOnShutdown(f func()) {
 	if s.init() != nil {
 		return
@@ -415,21 +575,26 @@ func (s *Server) RegisterOnShutdown(f func()) {
 	s.mu.Lock()
 	s.onShutdown = append(s.onShutdown, f)
 	s.mu.Unlock()
-	s.srv.RegisterOnShutdown(f)
 }
 
+// runOnShutdown runs the RegisterOnShutdown functions, once.
 func (s *Server) runOnShutdown() {
-	s.mu.Lock()
-	fs := s.onShutdown
-	s.mu.Unlock()
-	for _, f := range fs {
-		go f()
-	}
+	s.onShutdownOnce.Do(func() {
+		s.mu.Lock()
+		fs := s.onShutdown
+		s.mu.Unlock()
+		for _, f := range fs {
+			go f()
+		}
+	})
 }
 
-// SetKeepAlivesEnabled is http.Server.SetKeepAlivesEnabled.
+// SetKeepAlivesEnabled is http.Server.SetKeepAlivesEnabled, for every
+// connection, HTTP/2 ones included.
 func (s *Server) SetKeepAlivesEnabled(v bool) {
-	if s.init() == nil {
-		s.srv.SetKeepAlivesEnabled(v)
+	if s.init() != nil {
+		return
 	}
+	s.srv.SetKeepAlivesEnabled(v)
+	s.tracker.setKeepAlives(v)
 }

@@ -3,7 +3,6 @@ package drainhttp
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -18,13 +17,14 @@ import (
 // It returns nil once the drain is complete and every serve function has
 // returned, so that main can exit 0. If a serve function fails first (say,
 // its address is in use), ServeUntilSignal closes the server, waits for the
-// others and returns that error. If the server is drained or shut down by
-// other means (an admin endpoint calling Drain), it waits for that and
-// returns nil.
+// others and returns that error. If the server is drained, shut down or
+// closed by other means (an admin endpoint calling Drain, another
+// goroutine calling Shutdown), it waits until that has finished (Done)
+// and returns nil.
 //
 // This is the only place the package touches signals, and only when called.
 func (s *Server) ServeUntilSignal(serve ...func() error) error {
-	if err := s.init(); err != nil {
+	if err := s.check(); err != nil {
 		return err
 	}
 	notify := s.notify
@@ -44,16 +44,14 @@ func (s *Server) ServeUntilSignal(serve ...func() error) error {
 	select {
 	case sig := <-sigs:
 		s.log.Info("drainhttp: signal received, draining", "signal", sig.String())
-		wait := s.hurryOnSignal(sigs, s.log, nil)
+		wait := s.hurryOnSignal(sigs)
 		err = s.Drain(context.Background())
 		wait()
 	case err = <-errc:
 		remaining--
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
-			if s.drainStarted.Load() {
-				<-s.drained
-			}
+			<-s.done
 		} else {
 			s.Close()
 		}
@@ -67,20 +65,16 @@ func (s *Server) ServeUntilSignal(serve ...func() error) error {
 }
 
 // hurryOnSignal, while s drains, makes the next signal on sigs cut the drain
-// short (DrainNow), logging it to log, except signals for which ignore (if
-// not nil) returns true. The returned function waits for the watcher, which
+// short (DrainNow). The returned function waits for the watcher, which
 // stops when the drain is over.
-func (s *Server) hurryOnSignal(sigs <-chan os.Signal, log *slog.Logger, ignore func(os.Signal) bool) (wait func()) {
+func (s *Server) hurryOnSignal(sigs <-chan os.Signal) (wait func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
 			select {
 			case sig := <-sigs:
-				if ignore != nil && ignore(sig) {
-					continue
-				}
-				log.Warn("drainhttp: second signal, draining immediately", "signal", sig.String())
+				s.log.Warn("drainhttp: second signal, draining immediately", "signal", sig.String())
 				s.hurryUp()
 			case <-s.drained:
 				return

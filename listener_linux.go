@@ -1,0 +1,70 @@
+package drainhttp
+
+import (
+	"net"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// noNewConnections is a classic BPF socket filter that drops TCP segments
+// opening a connection (SYN set, ACK clear) and passes every other: the
+// final ACKs of handshakes in flight, and everything on connections
+// already made (which inherit the filter). A socket filter on a TCP socket
+// sees the segment from its TCP header: the flags are byte 13.
+var noNewConnections = func() []unix.SockFilter {
+	prog, err := bpf.Assemble([]bpf.Instruction{
+		bpf.LoadAbsolute{Off: 13, Size: 1},
+		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0x12}, // SYN | ACK
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x02, SkipTrue: 1},
+		bpf.RetConstant{Val: 0xffffffff}, // pass
+		bpf.RetConstant{Val: 0},          // drop
+	})
+	if err != nil {
+		panic("drainhttp: assembling the socket filter: " + err.Error()) // caught by the tests
+	}
+	f := make([]unix.SockFilter, len(prog))
+	for i, ins := range prog {
+		f[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	return f
+}()
+
+// stopNewConnections attaches noNewConnections to the listening socket l.
+func stopNewConnections(l *net.TCPListener) error {
+	rc, err := l.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		prog := unix.SockFprog{Len: uint16(len(noNewConnections)), Filter: &noNewConnections[0]}
+		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// acceptQueueLen returns how many connections wait in l's accept queue:
+// for a listening socket, Linux reports it as TCP_INFO's tcpi_unacked.
+func acceptQueueLen(l *net.TCPListener) (int, error) {
+	rc, err := l.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		var info *unix.TCPInfo
+		info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		if serr == nil {
+			n = int(info.Unacked)
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, serr
+}

@@ -1,0 +1,258 @@
+package drainhttp
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// numConnStates counts http.ConnState values: new, active, idle, hijacked,
+// closed.
+const numConnStates = 5
+
+// tracker follows every connection of a Server, from Accept to its end,
+// hijacked ones included (net/http forgets those). It wraps nothing:
+// net/http serves each connection as the listener returned it, and the
+// tracker finds its record from the net.Conn that ConnState and
+// ConnContext pass.
+type tracker struct {
+	mgr          *Manager
+	clock        Clock
+	rand         func() float64
+	drainTimeout time.Duration
+	log          *slog.Logger
+	userState    func(net.Conn, http.ConnState)
+	policy       *ConnPolicy   // for listeners without their own
+	limiter      *rate.Limiter // nil: proactive ends are not rate limited
+	h2MinAge     time.Duration // see h2MinAge; tests may set zero
+	noKeepAlives atomic.Bool   // SetKeepAlivesEnabled(false)
+
+	conns sync.Map // net.Conn (accepted, and as net/http's hooks see it) -> *conn
+
+	mu       sync.Mutex
+	n        int           // open connections
+	final    bool          // the drain window is over: new connections drain at once
+	empty    chan struct{} // closed when n becomes zero; nil if nobody waits
+	hijacked map[*conn]struct{}
+	sweep    Timer // checks whether hijacked connections are still open
+	observers    map[*func(DrainedConn)]struct{}
+	observerList atomic.Pointer[[]func(DrainedConn)]
+	onAccept func(*conn) // the adaptive shutdown's view of connections: set before serving
+	onClose  func(*conn)
+
+	accepted atomic.Uint64
+	open     [numProtocols][numConnStates]atomic.Int64
+	drained  [numReasons]atomic.Uint64 // closed after being told
+	forced   atomic.Uint64
+	goaways  atomic.Uint64
+}
+
+func newTracker(mgr *Manager, drainTimeout time.Duration, log *slog.Logger, userState func(net.Conn, http.ConnState)) *tracker {
+	t := &tracker{
+		mgr:          mgr,
+		clock:        mgr.opts.Clock,
+		rand:         mgr.opts.Rand,
+		policy:       &ConnPolicy{},
+		h2MinAge:     h2MinAge,
+		drainTimeout: drainTimeout,
+		log:          log,
+		userState:    userState,
+		hijacked:     make(map[*conn]struct{}),
+	}
+	mgr.watch(t.drainReached)
+	return t
+}
+
+// add starts tracking nc, just accepted on a listener with policy (nil:
+// the server's).
+func (t *tracker) add(nc net.Conn, policy *ConnPolicy) *conn {
+	if policy == nil {
+		policy = t.policy
+	}
+	c := &conn{t: t, nc: nc, policy: policy, accepted: t.clock.Now().UnixNano()}
+	c.state.Store(int32(http.StateNew))
+	t.accepted.Add(1)
+	t.open[protoHTTP1][http.StateNew].Add(1)
+	t.conns.Store(nc, c)
+	t.mu.Lock()
+	t.n++
+	final, onAccept := t.final, t.onAccept
+	// A drain that starts from now on gives c its proactive turn
+	// (drainReached). One that is running keeps c until the window ends:
+	// its client has just moved here, and is about to ask the decision.
+	c.late = t.mgr.Draining()
+	t.mu.Unlock()
+	if policy.MaxConnectionAge > 0 {
+		c.mu.Lock()
+		c.ageTimer = t.clock.AfterFunc(policy.age(t.rand()), func() { c.endSoon(reasonMaxAge) })
+		c.mu.Unlock()
+	}
+	if onAccept != nil {
+		onAccept(c)
+	}
+	if final {
+		c.end(reasonWindowEnd)
+	}
+	return c
+}
+
+// lookup returns the record of nc, which net/http passes to its hooks: the
+// accepted conn itself, or a *tls.Conn over it (ServeTLS), which is then
+// stored as a second key.
+func (t *tracker) lookup(nc net.Conn) *conn {
+	if v, ok := t.conns.Load(nc); ok {
+		return v.(*conn)
+	}
+	tc, ok := nc.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	v, ok := t.conns.Load(tc.NetConn())
+	if !ok {
+		return nil
+	}
+	c := v.(*conn)
+	c.mu.Lock()
+	if c.drainState() != closed && c.alias == nil {
+		c.alias = tc
+		t.conns.Store(tc, c)
+	}
+	c.mu.Unlock()
+	return c
+}
+
+// remove forgets c.
+func (t *tracker) remove(c *conn, hijacked bool) {
+	t.conns.Delete(c.nc)
+	c.mu.Lock()
+	alias := c.alias
+	c.mu.Unlock()
+	if alias != nil {
+		t.conns.Delete(alias)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if hijacked {
+		delete(t.hijacked, c)
+	}
+	t.n--
+	if t.n == 0 && t.empty != nil {
+		close(t.empty)
+		t.empty = nil
+	}
+}
+
+type connKey struct{}
+
+// connContext is the outer server's ConnContext, after the user's: it makes
+// a request's connection record one context lookup away.
+func (t *tracker) connContext(ctx context.Context, nc net.Conn) context.Context {
+	if c := t.lookup(nc); c != nil {
+		return context.WithValue(ctx, connKey{}, c)
+	}
+	return ctx
+}
+
+func connFromContext(ctx context.Context) *conn {
+	c, _ := ctx.Value(connKey{}).(*conn)
+	return c
+}
+
+// drainReached gives every connection open when a drain sequence reaches
+// the server's manager its turn in the proactive part of the window, at a
+// uniformly random time: one registration for the whole server, so that a
+// connection costs nothing for it until a drain starts. Connections that
+// arrive later are kept until the window ends, unless they go quiet.
+func (t *tracker) drainReached(s *sequence) {
+	now := t.clock.Now()
+	for _, c := range t.snapshot() {
+		if !c.late {
+			c.scheduleEnd(now.Add(s.proactiveDelay(now, t.rand)), reasonProactive)
+		}
+	}
+}
+
+// drainAll ends every connection: the drain window is over. Each one's
+// deadline is at most DrainTimeout from now, whatever a policy gave it.
+// Connections accepted from now on end at once.
+func (t *tracker) drainAll() {
+	t.mu.Lock()
+	t.final = true
+	t.mu.Unlock()
+	at := t.clock.Now().Add(t.drainTimeout)
+	for _, c := range t.snapshot() {
+		c.bound(at)
+		c.end(reasonWindowEnd)
+	}
+}
+
+// closeAll closes every tracked connection at once, hijacked ones included.
+func (t *tracker) closeAll(why string) {
+	for _, c := range t.snapshot() {
+		c.closeNow(why)
+	}
+}
+
+// goAwayAll tells every HTTP/2 connection to end, as net/http's own
+// HTTP/2 server does in Shutdown.
+func (t *tracker) goAwayAll() {
+	for _, c := range t.snapshot() {
+		if c.protocol() != protoHTTP1 {
+			c.end(reasonShutdown)
+		}
+	}
+}
+
+// setKeepAlives passes SetKeepAlivesEnabled on to every HTTP/2
+// connection's own server.
+func (t *tracker) setKeepAlives(v bool) {
+	t.noKeepAlives.Store(!v)
+	for _, c := range t.snapshot() {
+		c.mu.Lock()
+		h2 := c.h2
+		c.mu.Unlock()
+		if h2 != nil {
+			h2.srv.SetKeepAlivesEnabled(v)
+		}
+	}
+}
+
+// emptied returns a channel closed once no connection is tracked.
+func (t *tracker) emptied() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n == 0 {
+		return closedChan
+	}
+	if t.empty == nil {
+		t.empty = make(chan struct{})
+	}
+	return t.empty
+}
+
+// snapshot returns every tracked connection once.
+func (t *tracker) snapshot() []*conn {
+	var conns []*conn
+	t.conns.Range(func(k, v any) bool {
+		c := v.(*conn)
+		if nc, ok := k.(net.Conn); ok && nc == c.nc {
+			conns = append(conns, c)
+		}
+		return true
+	})
+	return conns
+}
+
+// openCount returns how many connections are open.
+func (t *tracker) openCount() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.n
+}
