@@ -20,8 +20,8 @@ type conn struct {
 	t        *tracker
 	nc       net.Conn // as the listener returned it
 	policy   *ConnPolicy
-	accepted int64 // clock time, Unix nanoseconds
-	late     bool  // accepted while the server drained: kept until the window ends
+	accepted int64       // clock time, Unix nanoseconds
+	late     bool        // accepted while the server drained: kept until the window ends
 	probe    atomic.Bool // its first request was a readiness probe (Adaptive)
 
 	requests atomic.Int64

@@ -36,16 +36,16 @@ type tracker struct {
 
 	conns sync.Map // net.Conn (accepted, and as net/http's hooks see it) -> *conn
 
-	mu       sync.Mutex
-	n        int           // open connections
-	final    bool          // the drain window is over: new connections drain at once
-	empty    chan struct{} // closed when n becomes zero; nil if nobody waits
-	hijacked map[*conn]struct{}
-	sweep    Timer // checks whether hijacked connections are still open
+	mu           sync.Mutex
+	n            int           // open connections
+	final        bool          // the drain window is over: new connections drain at once
+	empty        chan struct{} // closed when n becomes zero; nil if nobody waits
+	hijacked     map[*conn]struct{}
+	sweep        Timer // checks whether hijacked connections are still open
 	observers    map[*func(DrainedConn)]struct{}
 	observerList atomic.Pointer[[]func(DrainedConn)]
-	onAccept func(*conn) // the adaptive shutdown's view of connections: set before serving
-	onClose  func(*conn)
+	onAccept     func(*conn) // the adaptive shutdown's view of connections: set before serving
+	onClose      func(*conn)
 
 	accepted atomic.Uint64
 	open     [numProtocols][numConnStates]atomic.Int64
