@@ -77,6 +77,29 @@ func (s *Server) DrainNow(ctx context.Context) error {
 	return s.Drain(ctx)
 }
 
+// StartDrain starts Drain's sequence in the background, if it has not
+// started, and returns once it has: readiness has failed, and without a
+// shutdown delay the window is running. Follow it with Status, OnPhase or
+// Done. An admin endpoint's "drain" is this.
+func (s *Server) StartDrain() error {
+	if err := s.init(); err != nil {
+		return err
+	}
+	s.startDrain(false)
+	return nil
+}
+
+// StartDrainNow is StartDrain for DrainNow: no shutdown delay, an Immediate
+// drain, and a running drain cut short.
+func (s *Server) StartDrainNow() error {
+	if err := s.init(); err != nil {
+		return err
+	}
+	s.hurryUp()
+	s.startDrain(false)
+	return nil
+}
+
 func (s *Server) drain(ctx context.Context, handoff bool) error {
 	if err := s.init(); err != nil {
 		return err

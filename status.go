@@ -1,6 +1,9 @@
 package drainhttp
 
-import "time"
+import (
+	"net/http"
+	"time"
+)
 
 // Status is a snapshot of a Server's shutdown and connections, for status
 // pages (drainhttp/admin), metrics (drainhttp/drainprom) and tests.
@@ -73,4 +76,12 @@ func (s *Server) Status() Status {
 		st.Adaptive = as
 	}
 	return st
+}
+
+// Served reports whether r arrived on a connection that s serves. An admin
+// handler uses it to refuse being served by the very server it
+// administers, which would drain it along with everything else.
+func (s *Server) Served(r *http.Request) bool {
+	c := connFromContext(r.Context())
+	return c != nil && s.init() == nil && c.t == s.tracker
 }
