@@ -63,10 +63,11 @@ func (c *conn) setState(state http.ConnState) {
 		return
 	}
 	now := c.t.clock.Now().UnixNano()
+	var firstStream *h2Conn
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	old := http.ConnState(c.state.Load())
-	if old == state || c.drain.Load() == uint32(closed) {
+	if old == state || c.drainState() == closed {
+		c.mu.Unlock()
 		return
 	}
 	p := c.protocol()
@@ -86,7 +87,7 @@ func (c *conn) setState(state http.ConnState) {
 		if c.h2 != nil && c.actives == 2 {
 			// The first stream: the first StateActive came from the
 			// preface.
-			c.h2.sawFirstStream()
+			firstStream = c.h2
 		}
 	case http.StateIdle:
 		c.idleSince = now
@@ -95,5 +96,9 @@ func (c *conn) setState(state http.ConnState) {
 		}
 	case http.StateHijacked:
 		c.t.hijackedConn(c)
+	}
+	c.mu.Unlock()
+	if firstStream != nil {
+		firstStream.sawFirstStream()
 	}
 }

@@ -188,10 +188,11 @@ func (hc *h2Conn) arm() {
 	hc.startLocked()
 }
 
-// sawFirstStream is called when the connection's first stream opens.
+// sawFirstStream is called when the connection's first stream opens:
+// without the wire, that is when a GOAWAY becomes safe.
 func (hc *h2Conn) sawFirstStream() {
 	if hc.wire == nil {
-		go hc.arm() // called with the conn's lock held
+		hc.arm()
 	}
 }
 
