@@ -43,8 +43,9 @@ func (l *servedListener) Close() error {
 // systemd socket activation (systemd keeps it for the next start of the
 // service), or one handed over in a hot restart. When a Server's drain
 // closes such a listener it only stops accepting on it, and never filters
-// the socket (see Drain): the filter would outlive this process. Restarter
-// in drainhttp/restart marks systemd's sockets this way.
+// the socket (see Drain): the filter would outlive this process. The mark
+// is seen through listeners that embed their net.Listener, such as
+// tls.NewListener's. drainhttp/restart marks systemd's sockets this way.
 func SharedListener(l net.Listener) net.Listener {
 	return &sharedListener{Listener: l}
 }

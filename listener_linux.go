@@ -30,7 +30,14 @@ var noNewConnections = func() []unix.SockFilter {
 	return f
 }()
 
-// stopNewConnections attaches noNewConnections to the listening socket l.
+// stopNewConnections makes the kernel stop taking new connections on the
+// listening socket l, and leaves its accept queue alone. On a TCP socket
+// it attaches noNewConnections: a client's SYN is dropped, and its
+// retransmit, a second later, meets the closed port. An MPTCP socket
+// (what net.Listen makes on Linux since Go 1.24) takes no socket filter
+// (EOPNOTSUPP); it is bound with SO_BINDTODEVICE to a device that carries
+// none of its traffic, so that a SYN finds no listener and is refused at
+// once (see quietDevice for what that cannot cover).
 func stopNewConnections(l *net.TCPListener) error {
 	rc, err := l.SyscallConn()
 	if err != nil {
@@ -40,11 +47,45 @@ func stopNewConnections(l *net.TCPListener) error {
 	err = rc.Control(func(fd uintptr) {
 		prog := unix.SockFprog{Len: uint16(len(noNewConnections)), Filter: &noNewConnections[0]}
 		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog)
+		if serr != unix.EOPNOTSUPP {
+			return
+		}
+		dev, ok := quietDevice(l.Addr())
+		if !ok {
+			return
+		}
+		serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, dev)
 	})
 	if err != nil {
 		return err
 	}
 	return serr
+}
+
+// quietDevice returns a network device through which no connection to
+// addr arrives: one that is down, else, for a loopback address, any other
+// device. For any other address the loopback device is the best there is:
+// remote clients arrive elsewhere and are refused, while clients on the
+// same host (a sidecar proxy) are still accepted, and served, until the
+// listener closes.
+func quietDevice(addr net.Addr) (string, bool) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "", false
+	}
+	for _, i := range ifs {
+		if i.Flags&net.FlagUp == 0 {
+			return i.Name, true
+		}
+	}
+	ta, _ := addr.(*net.TCPAddr)
+	loopback := ta != nil && ta.IP.IsLoopback()
+	for _, i := range ifs {
+		if (i.Flags&net.FlagLoopback != 0) != loopback {
+			return i.Name, true
+		}
+	}
+	return "", false
 }
 
 // acceptQueueLen returns how many connections wait in l's accept queue:

@@ -361,7 +361,10 @@ func (s *Server) ServeTLS(l net.Listener, certFile, keyFile string) error {
 }
 
 // ListenAndServe listens on the TCP address Addr (":http" if empty) and
-// serves, like http.Server.ListenAndServe.
+// serves, like http.Server.ListenAndServe. It listens with TCP, not
+// Multipath TCP (which net.Listen uses on Linux since Go 1.24), so that the
+// drain can filter the socket when it closes it (see Drain); a client that
+// offers MPTCP falls back to TCP, as it does with any TCP server.
 func (s *Server) ListenAndServe() error {
 	l, err := s.listen(":http")
 	if err != nil {
@@ -371,7 +374,7 @@ func (s *Server) ListenAndServe() error {
 }
 
 // ListenAndServeTLS listens on Addr (":https" if empty) and serves TLS,
-// like http.Server.ListenAndServeTLS.
+// like http.Server.ListenAndServeTLS, with TCP like ListenAndServe.
 func (s *Server) ListenAndServeTLS(certFile, keyFile string) error {
 	l, err := s.listen(":https")
 	if err != nil {
@@ -391,16 +394,21 @@ func (s *Server) listen(defaultAddr string) (net.Listener, error) {
 	if addr == "" {
 		addr = defaultAddr
 	}
-	return net.Listen("tcp", addr)
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	return lc.Listen(context.Background(), "tcp", addr)
 }
 
-// track registers l, with the policy and sharing its wrappers say.
+// track registers l, with the policy and sharing its wrappers say: the
+// outermost WithPolicy, and any SharedListener, found through this
+// package's wrappers and any that embeds its net.Listener (a
+// *tls.Listener's, say).
 func (s *Server) track(l net.Listener) (*servedListener, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
 	sl := &servedListener{Listener: l, t: s.tracker}
-	for inner, depth := l, 0; depth < 8; depth++ {
+	for inner, depth := l, 0; inner != nil && depth < 8; depth++ {
 		switch v := inner.(type) {
 		case *policyListener:
 			if sl.policy == nil {
@@ -411,13 +419,12 @@ func (s *Server) track(l net.Listener) (*servedListener, error) {
 				sl.policy = &p
 			}
 			inner = v.Listener
-			continue
 		case *sharedListener:
 			sl.shared = true
 			inner = v.Listener
-			continue
+		default:
+			inner = embeddedListener(inner)
 		}
-		break
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
