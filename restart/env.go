@@ -33,7 +33,7 @@ var stdEnv = env{
 	// Unset LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES, so that the next
 	// process does not see them: its sockets come from this one.
 	activationFiles: func() []*os.File { return activation.Files(true) },
-	listen:          net.Listen,
+	listen:          listen,
 	notify:          signal.Notify,
 	stopNotify:      signal.Stop,
 }
@@ -66,4 +66,14 @@ func (u tableflipUpgrader) add(network, addr string, ln net.Listener) error {
 		return fmt.Errorf("a %T has no file descriptor to pass on", ln)
 	}
 	return u.Fds.AddListener(network, addr, tl)
+}
+
+// listen is net.Listen, except that TCP listeners are plain TCP, not
+// Multipath TCP (net.Listen's default on Linux since Go 1.24): the
+// server's drain stops new connections on a TCP socket with a socket
+// filter before closing it, and an MPTCP socket takes none.
+func listen(network, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	return lc.Listen(context.Background(), network, addr)
 }

@@ -20,7 +20,9 @@ import (
 //     whose port is addr's and whose IP is addr's (an IP literal; an empty
 //     host, "0.0.0.0" and "::" match any wildcard socket), or the Unix
 //     socket at path addr;
-//  3. a new one, from net.Listen.
+//  3. a new one, as net.Listen makes it, except that a TCP listener is
+//     plain TCP, not Multipath TCP, so that the server's drain can filter
+//     it (see drainhttp.Server.Drain).
 //
 // Each is passed on to the next process at the next upgrade, and closed in
 // this one at the handoff: a listener not served by the Server given to

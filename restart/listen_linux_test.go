@@ -56,7 +56,7 @@ func rawConn(t *testing.T, c syscall.Conn) syscall.RawConn {
 // out of the drain unfiltered and still taking connections.
 func TestListen_SystemdSocketsAreNeverFilteredByTheDrain(t *testing.T) {
 	held := func() (*net.TCPListener, *os.File) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := listen("tcp", "127.0.0.1:0") // systemd's sockets are plain TCP
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +87,7 @@ func TestListen_SystemdSocketsAreNeverFilteredByTheDrain(t *testing.T) {
 		newUpgrader:     func(tableflip.Options) (upgrader, error) { return fu, nil },
 		activationFiles: func() []*os.File { return []*os.File{sdFile} },
 		listen: func(network, addr string) (net.Listener, error) {
-			l, err := net.Listen(network, addr)
+			l, err := listen(network, addr)
 			if err == nil {
 				own, err = l.(*net.TCPListener).File()
 			}
