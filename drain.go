@@ -90,13 +90,16 @@ func (s *Server) StartDrain() error {
 }
 
 // StartDrainNow is StartDrain for DrainNow: no shutdown delay, an Immediate
-// drain, and a running drain cut short.
+// drain, and a running drain cut short. When it returns, the window runs
+// and every request is told to close.
 func (s *Server) StartDrainNow() error {
 	if err := s.init(); err != nil {
 		return err
 	}
 	s.hurryUp()
 	s.startDrain(false)
+	<-s.windowStarted
+	s.mgr.DrainNow(nil)
 	return nil
 }
 
@@ -160,16 +163,17 @@ func (s *Server) hurried() bool {
 	}
 }
 
-// startWindow starts the Manager's drain sequence: complete is closed when
-// it completes.
+// startWindow starts the Manager's drain sequence, then PhaseWindow:
+// complete is closed when the sequence completes.
 func (s *Server) startWindow(complete chan struct{}, cause string) {
-	s.phases.enter(PhaseWindow, cause)
 	done := func() { close(complete) }
 	if s.hurried() {
 		s.mgr.DrainNow(done)
 	} else {
 		s.mgr.StartDrainSequence(done)
 	}
+	s.phases.enter(PhaseWindow, cause)
+	close(s.windowStarted)
 }
 
 func (s *Server) runDrain(handoff, windowStarted bool, complete chan struct{}) {

@@ -163,6 +163,7 @@ type Server struct {
 	drainStarted   atomic.Bool
 	cutShort       atomic.Bool   // the context of Drain ended first
 	drained        chan struct{} // closed when the drain sequence has finished
+	windowStarted  chan struct{} // closed when the drain window has started
 	done           chan struct{} // closed when Drain, Shutdown or Close has finished
 	doneOnce       sync.Once
 }
@@ -239,6 +240,7 @@ func (s *Server) build() error {
 	s.listeners = make(map[*servedListener]struct{})
 	s.hurry = make(chan struct{})
 	s.drained = make(chan struct{})
+	s.windowStarted = make(chan struct{})
 	s.done = make(chan struct{})
 	s.phases.init(mgr.opts.Clock)
 	if s.Adaptive != nil {
@@ -514,7 +516,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err := s.init(); err != nil {
 		return err
 	}
-	defer s.finish()
+	defer s.finishUnlessDraining()
 	s.notReady.Store(true)
 	if !s.drainStarted.Load() {
 		s.phases.enter(PhaseClosingListeners, "shutdown")
@@ -541,7 +543,7 @@ func (s *Server) Close() error {
 	if err := s.init(); err != nil {
 		return err
 	}
-	defer s.finish()
+	defer s.finishUnlessDraining()
 	s.notReady.Store(true)
 	s.hurryUp()
 	s.closeListeners()
@@ -562,8 +564,17 @@ func (s *Server) finish() {
 	})
 }
 
+// finishUnlessDraining is finish for Shutdown and Close: a drain that runs
+// finishes the server itself, when it returns.
+func (s *Server) finishUnlessDraining() {
+	if !s.drainStarted.Load() {
+		s.finish()
+	}
+}
+
 // Done returns a channel that is closed when the server has finished: a
-// Drain (or DrainAfterHandoff) has returned, or a Shutdown or Close has.
+// Drain (or DrainAfterHandoff) has returned, or, with no drain started, a
+// Shutdown or Close has.
 func (s *Server) Done() <-chan struct{} {
 	if s.init() != nil {
 		return closedChan
