@@ -191,5 +191,5 @@ func lbText(up bool) string {
 // statsText shows drainhttp's own counters.
 func statsText(st *drainhttp.Stats) string {
 	return fmt.Sprintf("drained by decision %d, proactively %d, forced %d; GOAWAYs %d",
-		st.Drained[drainhttp.ReasonDecision.String()], st.Drained[drainhttp.ReasonProactive.String()], st.Forced, st.GoAways)
+		st.Drained["decision"], st.Drained["proactive"], st.Forced, st.GoAways)
 }

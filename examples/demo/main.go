@@ -165,9 +165,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	printHeader(stdout, cfg)
 
 	var results []*result
-	for _, newServer := range []func(config, *connTracker) *server{newDrainServer, newPlainServer} {
-		conns := newConnTracker()
-		srv := newServer(cfg, conns)
+	for _, newServer := range []func(config, *connTracker) (*server, error){newDrainServer, newPlainServer} {
+		srv, err := newServer(cfg, newConnTracker())
+		if err != nil {
+			fmt.Fprintf(stderr, "demo: %v\n", err)
+			return 1
+		}
 		res, err := runScenario(ctx, cfg, srv, newDisplay(stdout, cfg, srv))
 		if ctx.Err() != nil {
 			fmt.Fprintln(stderr, "demo: interrupted")

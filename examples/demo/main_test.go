@@ -142,7 +142,10 @@ func TestBarDisplay(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	cfg := config{clients: 6, warmup: 500 * time.Millisecond, drainTime: time.Second, drainTimeout: time.Second, probeInterval: 100 * time.Millisecond}
 	var out bytes.Buffer
-	srv := newDrainServer(cfg, newConnTracker())
+	srv, err := newDrainServer(cfg, newConnTracker())
+	if err != nil {
+		t.Fatal(err)
+	}
 	res, err := runScenario(context.Background(), cfg, srv, &barDisplay{out: &out, cfg: cfg, srv: srv, forceTTY: true})
 	if err != nil {
 		t.Fatal(err)

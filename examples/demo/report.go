@@ -8,8 +8,6 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-
-	"github.com/drainhttp/drainhttp"
 )
 
 // printHeader explains the scenario before it runs.
@@ -92,7 +90,7 @@ func printComparison(w io.Writer, rs []*result) {
 		if r.stats == nil {
 			return "-"
 		}
-		return fmt.Sprintf("%d/%d", r.stats.Drained[drainhttp.ReasonDecision.String()], r.stats.Drained[drainhttp.ReasonProactive.String()])
+		return fmt.Sprintf("%d/%d", r.stats.Drained["decision"], r.stats.Drained["proactive"])
 	})
 	row("force-closed at deadline (Stats)", func(r *result) string {
 		if r.stats == nil {

@@ -47,7 +47,7 @@ func protocols() *http.Protocols {
 
 // newDrainServer returns a drainhttp.Server with the default (gradual)
 // strategy. On SIGTERM it runs Drain, as ServeUntilSignal does.
-func newDrainServer(cfg config, conns *connTracker) *server {
+func newDrainServer(cfg config, conns *connTracker) (*server, error) {
 	s := &drainhttp.Server{
 		Protocols:         protocols(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -56,6 +56,10 @@ func newDrainServer(cfg config, conns *connTracker) *server {
 		DrainTimeout:      cfg.drainTimeout,
 	}
 	s.Handler = routes(s.ReadyHandler())
+	mgr, err := s.Manager() // also validates the options
+	if err != nil {
+		return nil, err
+	}
 	return &server{
 		name:   "drainhttp",
 		action: "Server.Drain",
@@ -69,18 +73,18 @@ func newDrainServer(cfg config, conns *connTracker) *server {
 			return s.Drain(ctx)
 		},
 		window:   cfg.drainTime,
-		progress: func() float64 { return s.Manager().Progress() },
+		progress: mgr.Progress,
 		stats:    s.Stats,
 		close:    s.Close,
 		conns:    conns,
-	}
+	}, nil
 }
 
 // newPlainServer returns an http.Server with the same settings and handlers
 // and the textbook SIGTERM handler: readiness fails, then Shutdown with the
 // same total grace period as drainhttp (drain time plus drain timeout), then
 // Close if that runs out.
-func newPlainServer(cfg config, conns *connTracker) *server {
+func newPlainServer(cfg config, conns *connTracker) (*server, error) {
 	var stopping atomic.Bool
 	ready := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
@@ -114,7 +118,7 @@ func newPlainServer(cfg config, conns *connTracker) *server {
 		window: grace,
 		close:  s.Close,
 		conns:  conns,
-	}
+	}, nil
 }
 
 // Handler parameters, the same for both servers.
