@@ -1,23 +1,27 @@
-// Command benchserver is the server of the benchmark scripts: one handler
-// answering "ok" (and /sleep?d=DURATION, which sleeps until d or until its
-// connection ends), served over HTTP/1.1 and h2c (HTTP/2 with prior
-// knowledge) on one port, by the server that -server names:
+// Command benchserver is the server of bench/throughput.sh and
+// bench/drain_at_scale.sh: one mux answering "ok" on / (and
+// /sleep?d=DURATION, which sleeps until d or until its connection ends),
+// served over HTTP/1.1 and h2c (HTTP/2 with prior knowledge) on one port by
+// the server that -server names:
 //
-//	nethttp     a plain http.Server (the baseline)
-//	drainhttp   a drainhttp.Server with its defaults (tracker, middleware,
-//	            per-connection HTTP/2 servers), not draining
-//	middleware  a plain http.Server with drainhttp.Middleware in front of
-//	            the handler
+//	nethttp     a plain http.Server: ListenAndServe, and Shutdown on SIGTERM
+//	drainhttp   a drainhttp.Server as the README shows it: Addr, Handler,
+//	            DrainTime, DrainTimeout, Logger, and
+//	            ListenAndServeUntilSignal
 //
-// bench/throughput.sh runs it like that: it prints "listening ADDR" once it
-// accepts, and exits 0 on SIGTERM or SIGINT after closing the server.
+// Both set Protocols to HTTP/1.1 plus unencrypted HTTP/2, which is what h2c
+// needs from either; nothing else differs. Each listens the way its
+// ListenAndServe does: net/http with net.Listen (Multipath TCP where the
+// kernel has it, since Go 1.24), drainhttp with plain TCP.
 //
-// With -admin, bench/drain_at_scale.sh runs it as the drainhttp library
-// alone, with the command line of examples/server: a drainhttp.Server
-// configured by -drain-time, -drain-timeout and -strategy, its AdminHandler
-// (GET /status, POST /drain) on a plain http.Server at -admin, its logs at
-// -log-level on stderr; it drains on POST /drain, SIGTERM or SIGINT and
-// exits 0 once drained.
+// SIGTERM or SIGINT ends either: net/http shuts down, drainhttp drains
+// (-drain-time, 0 by default so that the benchmark's runs end at once).
+//
+// With -admin (drainhttp only), bench/drain_at_scale.sh drives it: the
+// drainhttp.Server's admin handler (drainhttp/admin: GET /status,
+// POST /drain) is served by a plain http.Server on that address, the
+// server's logs go to stderr at -log-level, and the process exits 0 once
+// drained, whether POST /drain or a signal started the drain.
 package main
 
 import (
@@ -35,21 +39,19 @@ import (
 	"time"
 
 	"github.com/drainhttp/drainhttp"
+	"github.com/drainhttp/drainhttp/admin"
 )
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:18080", "listen `address`")
-	which := flag.String("server", "drainhttp", "server: nethttp, drainhttp or middleware")
-	admin := flag.String("admin", "", "admin `address`: drain mode (drainhttp only)")
-	drainTime := flag.Duration("drain-time", 10*time.Second, "drain window (drain mode)")
-	drainTimeout := flag.Duration("drain-timeout", 5*time.Second, "per-connection drain timeout (drain mode)")
-	strategy := flag.String("strategy", "gradual", "gradual or immediate (drain mode)")
-	level := flag.String("log-level", "info", "debug, info, warn or error (drain mode)")
+	which := flag.String("server", "drainhttp", "server: nethttp or drainhttp")
+	adminAddr := flag.String("admin", "", "admin `address` (drainhttp only)")
+	drainTime := flag.Duration("drain-time", 0, "drain window (drainhttp)")
+	drainTimeout := flag.Duration("drain-timeout", 5*time.Second, "per-connection drain timeout (drainhttp)")
+	strategy := flag.String("strategy", "gradual", "gradual or immediate (drainhttp)")
+	level := flag.String("log-level", "info", "debug, info, warn or error (drainhttp)")
 	flag.Parse()
 
-	var protos http.Protocols
-	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -65,92 +67,83 @@ func main() {
 		case <-r.Context().Done():
 		}
 	})
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
 
-	l, err := net.Listen("tcp", *addr)
-	if err != nil {
-		fail(err)
-	}
-	if *admin != "" {
-		if *which != "drainhttp" {
-			fmt.Fprintln(os.Stderr, "benchserver: -admin needs -server drainhttp")
-			os.Exit(2)
+	switch *which {
+	case "nethttp":
+		if *adminAddr != "" {
+			fatal(errors.New("-admin needs -server drainhttp"))
 		}
+		serveNetHTTP(&http.Server{Addr: *addr, Handler: mux, Protocols: &protos})
+	case "drainhttp":
 		st, err := drainhttp.ParseStrategy(*strategy)
 		if err != nil {
-			fail(err)
+			fatal(err)
 		}
 		var lv slog.Level
 		if err := lv.UnmarshalText([]byte(*level)); err != nil {
-			fail(err)
+			fatal(err)
 		}
-		drainMode(l, *admin, &drainhttp.Server{
+		srv := &drainhttp.Server{
+			Addr:         *addr,
 			Handler:      mux,
 			Protocols:    &protos,
-			IdleTimeout:  2 * time.Minute,
 			DrainTime:    *drainTime,
 			DrainTimeout: *drainTimeout,
 			Strategy:     st,
 			Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv})),
-		})
-		return
-	}
-
-	var serve func(net.Listener) error
-	var closeSrv func() error
-	switch *which {
-	case "nethttp":
-		s := &http.Server{Handler: mux, Protocols: &protos}
-		serve, closeSrv = s.Serve, s.Close
-	case "middleware":
-		mgr, err := drainhttp.NewManager(drainhttp.ManagerOptions{})
-		if err != nil {
-			fail(err)
 		}
-		s := &http.Server{Handler: drainhttp.Middleware(mgr)(mux), Protocols: &protos}
-		serve, closeSrv = s.Serve, s.Close
-	case "drainhttp":
-		s := &drainhttp.Server{Handler: mux, Protocols: &protos}
-		serve, closeSrv = s.Serve, s.Close
+		if *adminAddr != "" {
+			serveAdmin(srv, *adminAddr)
+		}
+		fmt.Fprintf(os.Stderr, "benchserver: drainhttp on %s\n", *addr)
+		if err := srv.ListenAndServeUntilSignal(); err != nil {
+			fatal(err)
+		}
 	default:
-		fmt.Fprintf(os.Stderr, "benchserver: unknown -server %q (want nethttp, drainhttp or middleware)\n", *which)
-		os.Exit(2)
+		fatal(fmt.Errorf("unknown -server %q (want nethttp or drainhttp)", *which))
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
+}
+
+// serveNetHTTP is the plain program: ListenAndServe until SIGTERM or
+// SIGINT, then Shutdown.
+func serveNetHTTP(srv *http.Server) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
 	errc := make(chan error, 1)
-	go func() { errc <- serve(l) }()
-	fmt.Printf("listening %s %s\n", l.Addr(), *which)
+	go func() { errc <- srv.ListenAndServe() }()
+	fmt.Fprintf(os.Stderr, "benchserver: nethttp on %s\n", srv.Addr)
 	select {
-	case <-sigs:
-		closeSrv()
-		<-errc
 	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
-			fail(err)
-		}
+		fatal(err)
+	case <-ctx.Done():
 	}
-}
-
-// drainMode serves s on l and its admin handler on adminAddr until s has
-// drained.
-func drainMode(l net.Listener, adminAddr string, s *drainhttp.Server) {
-	al, err := net.Listen("tcp", adminAddr)
-	if err != nil {
-		fail(err)
-	}
-	adminSrv := &http.Server{Handler: s.AdminHandler(drainhttp.AdminOptions{})}
-	go adminSrv.Serve(al)
-	fmt.Printf("listening %s drainhttp, admin %s\n", l.Addr(), al.Addr())
-	err = s.ServeUntilSignal(func() error { return s.Serve(l) })
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	adminSrv.Shutdown(ctx)
-	if err != nil {
-		fail(err)
-	}
+	srv.Shutdown(sctx)
 }
 
-func fail(err error) {
+// serveAdmin serves s's admin handler on addr with a plain http.Server,
+// never with s itself (which would drain it with the rest).
+func serveAdmin(s *drainhttp.Server, addr string) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		fatal(err)
+	}
+	a := &http.Server{Handler: admin.New(s, admin.Options{})}
+	go a.Serve(l)
+	go func() {
+		<-s.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		a.Shutdown(ctx)
+	}()
+	fmt.Fprintf(os.Stderr, "benchserver: admin on %s\n", l.Addr())
+}
+
+func fatal(err error) {
 	fmt.Fprintln(os.Stderr, "benchserver:", err)
 	os.Exit(1)
 }
