@@ -311,18 +311,19 @@ func (c *conn) scheduleEnd(at time.Time, reason drainReason) {
 	if d.end != nil && (!at.Before(d.endAt) || !d.end.Stop()) {
 		return
 	}
-	c.setEndLocked(at, reason)
+	c.setEndLocked(at, reason, c.endSoon)
 }
 
-// setEndLocked makes c's pending end at at. c.mu is held.
-func (c *conn) setEndLocked(at time.Time, reason drainReason) {
+// setEndLocked makes c's pending end at at: then, then(reason) runs. c.mu
+// is held.
+func (c *conn) setEndLocked(at time.Time, reason drainReason, then func(drainReason) bool) {
 	d := c.record()
 	d.endAt, d.endReason = at, reason
 	d.end = c.t.clock.AfterFunc(at.Sub(c.t.clock.Now()), func() {
 		c.mu.Lock()
 		c.d.end = nil
 		c.mu.Unlock()
-		c.endSoon(reason)
+		then(reason)
 	})
 }
 
@@ -339,7 +340,8 @@ func (c *conn) endSoon(reason drainReason) bool {
 		}
 		now := c.t.clock.Now()
 		if wait := lim.ReserveN(now, 1).DelayFrom(now); wait > 0 {
-			c.setEndLocked(now.Add(wait), reason)
+			// The token is booked for then: the end needs no other.
+			c.setEndLocked(now.Add(wait), reason, func(r drainReason) bool { c.end(r); return true })
 			c.mu.Unlock()
 			return false
 		}
