@@ -1,34 +1,76 @@
 // Command server is a runnable drainhttp server, to try draining by hand:
-// run it, send it traffic, then drain it with SIGTERM (a second SIGTERM or
-// Ctrl-C makes the drain immediate) or through its admin port, and watch it
+// run it, send it traffic, then drain it with SIGTERM or Ctrl-C (a second
+// one makes the drain immediate) or through its admin port, and watch it
 // exit 0 once every connection is gone. SIGHUP upgrades it without losing a
 // request: it starts its own binary again (rebuild it first to upgrade),
 // hands the new process its listening sockets, admin port included, and
-// once that one is ready, drains and exits 0 (drainhttp.Restarter).
+// once that one is ready, drains and exits 0 (drainhttp/restart).
 //
-//	go build -o /tmp/server ./examples/server   # not go run: SIGHUP re-executes the binary
-//	/tmp/server -drain-time 5s -log-level debug -pid-file /tmp/server.pid
-//	curl localhost:8080/                             # ok
-//	curl --http2-prior-knowledge localhost:8080/     # the same over h2c
-//	curl -N 'localhost:8080/stream?n=100&every=200ms'
-//	curl localhost:9901/status
-//	kill -HUP $(cat /tmp/server.pid)                 # upgrade
-//	curl -XPOST localhost:9901/drain                 # or ?strategy=immediate
+// From the repository root, in bash on Linux:
+//
+//	go build -o /tmp/server ./examples/server
+//	rm -f /tmp/server.pid
+//	/tmp/server -drain-time 3s -pid-file /tmp/server.pid &
+//	until [ -s /tmp/server.pid ]; do sleep 0.1; done   # written once it serves
+//	curl -s localhost:8080/                             # ok
+//	curl -s --http2-prior-knowledge localhost:8080/     # ok, over h2c
+//	curl -s localhost:9901/status; echo                 # phase, readiness, connections
+//	old=$(cat /tmp/server.pid); kill -HUP $old          # hot restart
+//	while [ "$(cat /tmp/server.pid)" = "$old" ]; do sleep 0.1; done
+//	curl -si localhost:8080/ | grep -i x-server-pid     # the new process serves
+//	curl -sN 'localhost:8080/stream?n=100&every=100ms' &
+//	sleep 1; new=$(cat /tmp/server.pid); kill -TERM $new   # the stream stops early
+//	tail --pid=$new -f /dev/null                        # until it has drained and exited
+//
+// Build it rather than go run it: go run does not pass SIGTERM on to the
+// program it runs, and SIGHUP re-executes the binary, which go run deletes.
+// In a terminal, run /tmp/server in the foreground instead, and stop it with
+// Ctrl-C; "curl -XPOST localhost:9901/drain" (or ?strategy=immediate)
+// drains it too.
+//
+// # Adaptive shutdown
+//
+// By default (-adaptive) the shutdown delay and the drain window last only
+// as long as they need to (drainhttp.AdaptiveShutdown): the delay, at most
+// -shutdown-delay, ends once every readiness checker has seen /ready fail
+// -adaptive-probes times and no new connection has arrived for
+// -adaptive-quiet; the window, at most -drain-time, ends once no connection
+// is open and none has arrived for -adaptive-quiet. A server nobody probes
+// and nobody uses stops at once: Ctrl-C on an idle one exits 0 within about
+// a second, and at most -adaptive-quiet after its last connection arrived.
+// With -adaptive=false both are fixed: Ctrl-C on an idle server waits
+// -shutdown-delay + -drain-time + the listener close (about a second).
+//
+// Anything that GETs /ready on the admin port (a curl too) is a readiness
+// checker for the next minute: the delay then waits for its failed checks,
+// or for -shutdown-delay. /status is not a check.
 //
 // It also runs under systemd, with socket activation or without: see
-// examples/systemd.
+// examples/systemd; and on Kubernetes: see examples/kubernetes.
 //
 // Flags:
 //
 //	-addr            public HTTP/1.1 and h2c address (default 127.0.0.1:8080)
 //	-tls-addr        public TLS address, h2 and HTTP/1.1 via ALPN, with a
 //	                 self-signed certificate made at start (default: none)
-//	-admin           admin address: /ready, /status, POST /drain,
-//	                 POST /healthcheck/fail and /ok (default 127.0.0.1:9901)
-//	-drain-time      drain window, Envoy's --drain-time-s (default 10s)
+//	-admin           admin address (admin.New): the status page, /ready,
+//	                 /status, /metrics, POST /drain, POST /healthcheck/fail
+//	                 and /ok (default 127.0.0.1:9901)
+//	-admin-token-file
+//	                 file holding the bearer token that the admin port's POST
+//	                 endpoints require (default: none, no token)
+//	-drain-time      drain window, Envoy's --drain-time-s; with -adaptive its
+//	                 maximum (default 10s)
 //	-drain-timeout   per-connection hard deadline once told to close (default 5s)
 //	-strategy        gradual or immediate (default gradual)
-//	-shutdown-delay  time to keep serving, not ready, before the window (default 0)
+//	-shutdown-delay  time to keep serving, not ready, before the window; with
+//	                 -adaptive its maximum (default 5s)
+//	-adaptive        end the shutdown delay and the drain window early, as
+//	                 above (default true; -adaptive=false for fixed ones)
+//	-adaptive-probes failed readiness checks each checker must have seen:
+//	                 the checkers' failure threshold (default 3)
+//	-adaptive-quiet  time without a new connection that shows the traffic
+//	                 has gone elsewhere (default 2s)
 //	-log-level       debug, info, warn or error (default info)
 //	-pid-file        file to write the PID of the serving process to, once
 //	                 ready; systemd's PIDFile= (default: none)
@@ -77,10 +119,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/drainhttp/drainhttp"
+	"github.com/drainhttp/drainhttp/admin"
+	"github.com/drainhttp/drainhttp/drainprom"
+	"github.com/drainhttp/drainhttp/restart"
 	"github.com/lmittmann/tint"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -91,13 +135,24 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
+// Defaults of the flags that drainhttp has no constant for.
+const (
+	defaultDrainTime     = 10 * time.Second
+	defaultDrainTimeout  = 5 * time.Second
+	defaultShutdownDelay = 5 * time.Second
+)
+
 // config is the parsed command line.
 type config struct {
 	addr, tlsAddr, admin string
+	adminToken           string
 	drainTime            time.Duration
 	drainTimeout         time.Duration
 	shutdownDelay        time.Duration
 	strategy             drainhttp.Strategy
+	adaptive             bool
+	adaptiveProbes       int
+	adaptiveQuiet        time.Duration
 	level                slog.Level
 	pidFile              string
 	upgradeTimeout       time.Duration
@@ -121,17 +176,22 @@ func (e parseError) Unwrap() error { return e.error }
 // errors are for the caller to print.
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	cfg := config{strategy: drainhttp.Gradual, level: slog.LevelInfo}
+	var tokenFile string
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "public `address` for HTTP/1.1 and h2c")
 	fs.StringVar(&cfg.tlsAddr, "tls-addr", "", "public TLS `address` (h2 and HTTP/1.1, self-signed certificate); empty means none")
 	fs.StringVar(&cfg.admin, "admin", "127.0.0.1:9901", "admin `address` (keep it private)")
-	fs.DurationVar(&cfg.drainTime, "drain-time", 10*time.Second, "drain window (Envoy --drain-time-s)")
-	fs.DurationVar(&cfg.drainTimeout, "drain-timeout", 5*time.Second, "per-connection deadline once told to close (Envoy drain_timeout)")
-	fs.DurationVar(&cfg.shutdownDelay, "shutdown-delay", 0, "keep serving, not ready, this long before the drain window")
+	fs.StringVar(&tokenFile, "admin-token-file", "", "`file` holding the bearer token the admin POST endpoints require; empty means none")
+	fs.DurationVar(&cfg.drainTime, "drain-time", defaultDrainTime, "drain window (Envoy --drain-time-s); with -adaptive, its maximum")
+	fs.DurationVar(&cfg.drainTimeout, "drain-timeout", defaultDrainTimeout, "per-connection deadline once told to close (Envoy drain_timeout)")
+	fs.DurationVar(&cfg.shutdownDelay, "shutdown-delay", defaultShutdownDelay, "keep serving, not ready, this long before the drain window; with -adaptive, at most this long")
+	fs.BoolVar(&cfg.adaptive, "adaptive", true, "end the shutdown delay once the readiness checkers have let go, and the window once the traffic is gone")
+	fs.IntVar(&cfg.adaptiveProbes, "adaptive-probes", drainhttp.DefaultAdaptiveProbes, "with -adaptive, failed readiness checks each checker must have seen (its failure threshold)")
+	fs.DurationVar(&cfg.adaptiveQuiet, "adaptive-quiet", drainhttp.DefaultAdaptiveQuiet, "with -adaptive, time without a new connection that shows the traffic has gone")
 	fs.StringVar(&cfg.pidFile, "pid-file", "", "write the serving process's PID to this `file` once ready (systemd PIDFile=)")
-	fs.DurationVar(&cfg.upgradeTimeout, "upgrade-timeout", drainhttp.DefaultUpgradeTimeout, "on SIGHUP, how long to wait for the new process to be ready")
-	fs.DurationVar(&cfg.parentShutdownTime, "parent-shutdown-time", drainhttp.DefaultParentShutdownTime, "after an upgrade, how long the old process drains at most (Envoy --parent-shutdown-time-s)")
+	fs.DurationVar(&cfg.upgradeTimeout, "upgrade-timeout", restart.DefaultUpgradeTimeout, "on SIGHUP, how long to wait for the new process to be ready")
+	fs.DurationVar(&cfg.parentShutdownTime, "parent-shutdown-time", restart.DefaultParentShutdownTime, "after an upgrade, how long the old process drains at most (Envoy --parent-shutdown-time-s)")
 	fs.Func("strategy", "drain strategy: gradual or immediate (default gradual)", func(v string) error {
 		s, err := drainhttp.ParseStrategy(v)
 		cfg.strategy = s
@@ -161,10 +221,23 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-drain-timeout %v is negative", cfg.drainTimeout)
 	case cfg.shutdownDelay < 0:
 		return cfg, fmt.Errorf("-shutdown-delay %v is negative", cfg.shutdownDelay)
+	case cfg.adaptiveProbes < 1:
+		return cfg, fmt.Errorf("-adaptive-probes %d is not positive", cfg.adaptiveProbes)
+	case cfg.adaptiveQuiet <= 0:
+		return cfg, fmt.Errorf("-adaptive-quiet %v is not positive", cfg.adaptiveQuiet)
 	case cfg.upgradeTimeout < 0:
 		return cfg, fmt.Errorf("-upgrade-timeout %v is negative", cfg.upgradeTimeout)
 	case cfg.parentShutdownTime < 0:
 		return cfg, fmt.Errorf("-parent-shutdown-time %v is negative", cfg.parentShutdownTime)
+	}
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return cfg, fmt.Errorf("-admin-token-file: %w", err)
+		}
+		if cfg.adminToken = strings.TrimSpace(string(b)); cfg.adminToken == "" {
+			return cfg, fmt.Errorf("-admin-token-file %s is empty", tokenFile)
+		}
 	}
 	return cfg, nil
 }
@@ -206,7 +279,7 @@ func isTerminal(f *os.File) bool {
 // On SIGHUP it upgrades, and once the new process is ready, drains and
 // returns nil.
 func serve(cfg config, logger *slog.Logger) error {
-	r, err := drainhttp.NewRestarter(drainhttp.RestartOptions{
+	r, err := restart.New(restart.Options{
 		PIDFile:            cfg.pidFile,
 		UpgradeTimeout:     cfg.upgradeTimeout,
 		ParentShutdownTime: cfg.parentShutdownTime,
@@ -273,16 +346,24 @@ func serve(cfg config, logger *slog.Logger) error {
 		ShutdownDelay:     cfg.shutdownDelay,
 		Logger:            logger,
 	}
+	if cfg.adaptive {
+		s.Adaptive = &drainhttp.AdaptiveShutdown{Probes: cfg.adaptiveProbes, Quiet: cfg.adaptiveQuiet}
+	}
+	// Every field is set: the first method call below freezes them.
+	s.OnPhase(func(pc drainhttp.PhaseChange) {
+		logger.Info("server: phase "+pc.Phase.String(), "cause", pc.Cause)
+	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if err := s.RegisterMetrics(reg, nil); err != nil {
+	if err := drainprom.Register(reg, s, nil); err != nil {
 		closeAll()
 		return err
 	}
-	// The admin server is a plain http.Server: it must keep answering while
-	// s drains, so it is not s.
+	// The admin server is a plain http.Server on a listener of its own: it
+	// must keep answering while s drains, so it is not s.
 	adminSrv := &http.Server{
-		Handler: s.AdminHandler(drainhttp.AdminOptions{
+		Handler: admin.New(s, admin.Options{
+			Token:   cfg.adminToken,
 			Logger:  logger,
 			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		}),
@@ -293,31 +374,25 @@ func serve(cfg config, logger *slog.Logger) error {
 	// kept its connection open would go on asking the old process, which
 	// answers /ready 503 while it drains, although the new one is ready.
 	adminSrv.SetKeepAlivesEnabled(false)
-	// The admin server starts with the public ones, once this process has
-	// reported ready: a new process that never gets ready must not take
-	// admin requests from the old one.
-	adminDone := make(chan error, 1)
-	var adminOnce sync.Once
-	adminStarted := false
-	startAdmin := func() {
-		adminOnce.Do(func() {
-			adminStarted = true
-			go func() { adminDone <- adminSrv.Serve(adminLn) }()
-		})
-	}
 
 	attrs := []any{"addr", pub.Addr().String()}
-	serveFns := []func() error{func() error {
-		startAdmin()
-		return s.Serve(pub)
-	}}
+	serveFns := []func() error{func() error { return s.Serve(pub) }}
 	if tlsLn != nil {
 		attrs = append(attrs, "tls_addr", tlsLn.Addr().String())
 		serveFns = append(serveFns, func() error { return s.ServeTLS(tlsLn, "", "") })
 	}
+	// r closes the admin listener when s has drained, or at the handoff
+	// (the new process's admin server answers from then on); Serve then
+	// returns an error wrapping net.ErrClosed, which r does not count as
+	// a failure.
+	serveFns = append(serveFns, func() error { return adminSrv.Serve(adminLn) })
 	attrs = append(attrs, "admin", adminLn.Addr().String(), "strategy", cfg.strategy.String(),
 		"drain_time", cfg.drainTime.String(), "drain_timeout", cfg.drainTimeout.String(),
-		"shutdown_delay", cfg.shutdownDelay.String(), "upgraded", r.HasParent())
+		"shutdown_delay", cfg.shutdownDelay.String(), "adaptive", cfg.adaptive)
+	if cfg.adaptive {
+		attrs = append(attrs, "adaptive_probes", cfg.adaptiveProbes, "adaptive_quiet", cfg.adaptiveQuiet.String())
+	}
+	attrs = append(attrs, "upgraded", r.HasParent())
 	logger.Info("server: listening", attrs...)
 
 	if r.HasParent() {
@@ -325,18 +400,12 @@ func serve(cfg config, logger *slog.Logger) error {
 	}
 	err = r.ServeUntilSignal(s, serveFns...)
 
-	// The drain is over (or serving failed): stop the admin server too.
-	// After an upgrade its listener is the new process's already.
-	adminOnce.Do(func() {}) // no start from now on
-	if adminStarted {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if aerr := adminSrv.Shutdown(ctx); aerr != nil {
-			adminSrv.Close()
-		}
-		if aerr := <-adminDone; !errors.Is(aerr, http.ErrServerClosed) && !errors.Is(aerr, net.ErrClosed) {
-			logger.Error("server: admin server failed", "err", aerr)
-		}
+	// The drain is over (or serving failed), and the admin listener is
+	// closed: let the admin requests in flight finish.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if aerr := adminSrv.Shutdown(ctx); aerr != nil {
+		adminSrv.Close()
 	}
 	closeAll()
 	if err != nil {
