@@ -1,0 +1,276 @@
+# shellcheck shell=bash
+# What bench/rollout_nginx.sh, bench/rollout_caddy.sh and
+# bench/rollout_haproxy.sh share; they source it, it runs nothing by
+# itself. A trial there is: two backends (bench/cmd/backend) behind a proxy,
+# all on 127.0.0.1, wrk sending GET / and POST / (4 KiB body) in turn
+# through the proxy, SIGTERM to backend A in the middle of the load, then
+# everything stopped. Each trial counts the responses wrk saw by status, its
+# socket errors, and prints backend A's summary line (time from SIGTERM to
+# exit, and for drainhttp its Stats).
+#
+# Knobs shared by the scripts (defaults in brackets):
+#   CONNS [16]       wrk -c: client connections to the proxy
+#   RATE_DELAY [4]   ms each wrk connection waits between a response and
+#                    its next request (wrk's Lua delay()), so the load stays
+#                    moderate on a shared 2-core machine
+#   WORK [2ms]       time the backend's handler takes per GET or POST
+#   BODY [4096]      POST body bytes
+#   LOAD [9]         seconds of load per trial
+#   KILL_AT [2]      seconds into the load when backend A gets SIGTERM
+#   TRACE [0]        1: backends log connection events (-trace), kept with
+#                    the proxy logs of trials that lost requests
+
+CONNS=${CONNS:-16}
+RATE_DELAY=${RATE_DELAY:-4}
+WORK=${WORK:-2ms}
+BODY=${BODY:-4096}
+LOAD=${LOAD:-9}
+KILL_AT=${KILL_AT:-2}
+TRACE=${TRACE:-0}
+
+# need_pkgs installs the Debian packages whose commands are missing:
+# need_pkgs CMD:PKG...
+need_pkgs() {
+	local missing=() p
+	for p in "$@"; do
+		command -v "${p%%:*}" >/dev/null || missing+=("${p#*:}")
+	done
+	[ ${#missing[@]} = 0 ] && return
+	if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+		echo "$0: needs ${missing[*]} (apt-get install -y ${missing[*]})" >&2
+		exit 1
+	fi
+	echo "installing ${missing[*]}" >&2
+	timeout 600 apt-get update -qq >/dev/null
+	DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq "${missing[@]}" >/dev/null
+	# The packages' init scripts may have started system services: stop
+	# those by their pid files, the scripts run their own.
+	local pidf
+	for pidf in /run/nginx.pid /run/haproxy.pid; do
+		[ -s "$pidf" ] && kill "$(cat "$pidf")" 2>/dev/null || true
+	done
+}
+
+pids=()
+work=
+# rollout_init makes the work directory, builds the backend and writes the
+# wrk script.
+rollout_init() {
+	work=$(mktemp -d)
+	chmod 755 "$work" # nginx's workers run as nobody
+	trap rollout_cleanup EXIT
+	trap 'exit 130' INT TERM
+	go build -o "$work/backend" ./bench/cmd/backend
+	cat >"$work/load.lua" <<EOF
+-- GET / and POST / (a body of $BODY bytes) in turn on each thread; counts
+-- the responses by status.
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args)
+  counts = {}
+  n = 0
+  get = wrk.format("GET", "/")
+  post = wrk.format("POST", "/", {["Content-Type"] = "application/octet-stream"}, string.rep("x", $BODY))
+end
+function delay() return $RATE_DELAY end
+function request()
+  n = n + 1
+  if n % 2 == 0 then return post end
+  return get
+end
+function response(status, headers, body) counts[status] = (counts[status] or 0) + 1 end
+function done(summary, latency, requests)
+  local total, codes, line, non2xx = {}, {}, "", 0
+  for _, t in ipairs(threads) do
+    for k, v in pairs(t:get("counts")) do total[k] = (total[k] or 0) + v end
+  end
+  for k in pairs(total) do table.insert(codes, k) end
+  table.sort(codes)
+  for _, k in ipairs(codes) do
+    line = line .. string.format(" %d:%d", k, total[k])
+    if k < 200 or k > 299 then non2xx = non2xx + total[k] end
+  end
+  local e = summary.errors
+  io.write(string.format("load requests=%d non2xx=%d connect=%d read=%d write=%d timeout=%d statuses=%s\n",
+    summary.requests, non2xx, e.connect, e.read, e.write, e.timeout, line))
+end
+EOF
+}
+
+rollout_cleanup() {
+	local p
+	for p in "${pids[@]}"; do
+		kill -KILL "$p" 2>/dev/null || true
+	done
+	[ -n "$work" ] && rm -rf "$work"
+}
+
+# start BG_VAR CMD...: runs CMD in the background, its pid in BG_VAR and in
+# pids (for the cleanup).
+start() {
+	local var=$1
+	shift
+	"$@" &
+	local pid=$!
+	pids+=("$pid")
+	printf -v "$var" %s "$pid"
+}
+
+# stop PID [SIGNAL] [SECONDS]: signals PID (default TERM), waits up to
+# SECONDS (default 5) for it, then kills it.
+stop() {
+	local pid=$1 sig=${2:-TERM} secs=${3:-5} i
+	{
+		kill -"$sig" "$pid" || return 0
+		for ((i = 0; i < secs * 20; i++)); do
+			kill -0 "$pid" || break
+			sleep 0.05
+		done
+		kill -KILL "$pid" || true
+		wait "$pid" || true
+	} 2>/dev/null
+}
+
+# wait_listen PORT: waits up to 10 s until something listens on
+# 127.0.0.1:PORT (without connecting to it).
+wait_listen() {
+	local i
+	for ((i = 0; i < 200; i++)); do
+		[ -n "$(ss -Hltn "sport = :$1")" ] && return 0
+		sleep 0.05
+	done
+	echo "$0: nothing listens on 127.0.0.1:$1" >&2
+	return 1
+}
+
+# wait_free PORT...: waits up to 10 s until nothing listens on the ports,
+# so that a trial never meets the previous one's processes.
+wait_free() {
+	local i p busy
+	for ((i = 0; i < 200; i++)); do
+		busy=
+		for p in "$@"; do
+			[ -n "$(ss -Hltn "sport = :$p")" ] && busy=1
+		done
+		[ -z "$busy" ] && return 0
+		sleep 0.05
+	done
+	echo "$0: ports $* still in use" >&2
+	return 1
+}
+
+# start_backend VAR DIR LABEL MODE PORT FLAGS...: starts bench/cmd/backend,
+# its output in DIR/LABEL.out and DIR/LABEL.err.
+start_backend() {
+	local var=$1 dir=$2 label=$3 mode=$4 port=$5
+	shift 5
+	local trace=()
+	[ "$TRACE" = 1 ] && trace=(-trace -log-level info)
+	start "$var" "$work/backend" -name "$label" -mode "$mode" -addr "127.0.0.1:$port" -work "$WORK" "${trace[@]}" "$@" \
+		>"$dir/$label.out" 2>"$dir/$label.err"
+}
+
+# run_load URL OUT: wrk for LOAD seconds, bounded.
+run_load() {
+	timeout $((LOAD + 15)) wrk -t1 -c"$CONNS" -d"${LOAD}s" --timeout 5s -s "$work/load.lua" "$1" >"$2" 2>&1 || true
+}
+
+# now: seconds since the epoch, with nanoseconds.
+now() { date +%s.%N; }
+
+# kill_backend PID DIR: SIGTERM to PID KILL_AT seconds from now, the
+# moment written to DIR/kill_at. Run it in the background beside the load.
+kill_backend() {
+	sleep "$KILL_AT"
+	now >"$2/kill_at"
+	kill -TERM "$1"
+}
+
+# wait_exit PID SECONDS: waits for PID to exit, killing it after SECONDS.
+wait_exit() {
+	local pid=$1 secs=$2 i
+	for ((i = 0; i < secs * 20; i++)); do
+		kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+		sleep 0.05
+	done
+	echo "backend $pid still running after ${secs}s: killed" >&2
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+# field KEY LINE: the value of KEY=VALUE in LINE.
+field() { sed -n "s/.*[ ^]$1=\([^ ]*\).*/\1/p" <<<" $2"; }
+
+# trial_line N MODE DIR: one line for a trial, from wrk's output and
+# backend A's summary.
+trial_line() {
+	local n=$1 mode=$2 dir=$3 load sum
+	load=$(grep -m1 '^load ' "$dir/load.txt" || echo "load requests=? non2xx=? connect=? read=? write=? timeout=? statuses=?")
+	sum=$(grep -m1 '^summary' "$dir/A.out" || echo "summary missing")
+	printf 'trial %2d %-9s requests=%s non2xx=%s sockerr=%s/%s/%s/%s statuses=%s | A: exit=%s goaways=%s drained=%s forced=%s bad_bodies=%s%s\n' \
+		"$n" "$mode" "$(field requests "$load")" "$(field non2xx "$load")" \
+		"$(field connect "$load")" "$(field read "$load")" "$(field write "$load")" "$(field timeout "$load")" \
+		"$(sed -n 's/.*statuses= *//p' <<<"$load" | tr ' ' ',')" \
+		"$(field sigterm_to_exit "$sum")" "$(field goaways "$sum")" "$(field drained "$sum")" "$(field forced "$sum")" \
+		"$(field bad_bodies "$sum")" "$(phases_of "$sum")"
+}
+
+phases_of() {
+	local p
+	p=$(field phases "$1")
+	[ -n "$p" ] && echo " phases=$p"
+	p=$(field shutdown_at "$1")
+	[ -n "$p" ] && echo " shutdown_at=$p ended_by=$(field ended_by "$1")"
+	true
+}
+
+# lost LINE: whether the trial line shows any non-2xx or socket error.
+lost() {
+	local l=$1 nx se
+	nx=$(sed -n 's/.* non2xx=\([^ ]*\).*/\1/p' <<<"$l")
+	se=$(sed -n 's/.* sockerr=\([^ ]*\).*/\1/p' <<<"$l")
+	[ "$nx" != 0 ] || [ "$se" != 0/0/0/0 ]
+}
+
+# tally LABEL FILE: per-mode summary of the trial lines in FILE whose mode
+# is LABEL: trials with losses, total non-2xx, socket errors, exit times.
+tally() {
+	local label=$1 file=$2
+	awk -v m="$label" '
+		$1 == "trial" && $3 == m {
+			n++
+			for (i = 4; i <= NF; i++) {
+				split($i, kv, "=")
+				if (kv[1] == "non2xx") { nx += kv[2]; if (kv[2] != 0) bad++; per = per sep kv[2] }
+				if (kv[1] == "requests") req += kv[2]
+				if (kv[1] == "sockerr") { split(kv[2], s, "/"); se += s[1] + s[2] + s[3] + s[4]; if (s[1] + s[2] + s[3] + s[4] > 0 && kv2 == "") sbad++ }
+				if (kv[1] == "exit") { e = kv[2]; sub("s", "", e); ex[n] = e + 0; sum += e }
+				if (kv[1] == "goaways") { ga = ga sep kv[2] }
+			}
+			sep = ","
+		}
+		END {
+			if (n == 0) { print "  " m ": no trials"; exit }
+			# sort exit times for the median
+			for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (ex[j] < ex[i]) { t = ex[i]; ex[i] = ex[j]; ex[j] = t }
+			med = (n % 2) ? ex[(n + 1) / 2] : (ex[n / 2] + ex[n / 2 + 1]) / 2
+			printf "  %-22s trials=%d requests=%d non2xx=%d (trials with any: %d) socket_errors=%d exit_s: min=%.2f median=%.2f max=%.2f\n", m, n, req, nx, bad + 0, se, ex[1], med, ex[n]
+			printf "  %-22s non2xx per trial: %s\n", "", per
+			if (ga !~ /^[,]*$/) printf "  %-22s goaways per drain: %s\n", "", ga
+		}' "$file"
+}
+
+# rollout_finish: the summary of every mode's trials (the lines each
+# script's trial appended to $work/trials.txt), then OUT.tmp, which the
+# script's output went to, becomes OUT.
+rollout_finish() {
+	local m
+	echo
+	echo "## summary"
+	for m in $MODES; do
+		tally "$m" "$work/trials.txt"
+	done
+	exec 1>&3 3>&-
+	wait "$tee_pid" 2>/dev/null || true
+	mv "$OUT.tmp" "$OUT"
+}

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Rollout behind nginx: nginx (Debian's nginx-light, in the foreground, its
+# config in a temp dir) proxies to two backends (bench/cmd/backend) over
+# HTTP/1.1 with an upstream keep-alive pool (keepalive 32,
+# proxy_http_version 1.1, proxy_set_header Connection ""), default
+# proxy_next_upstream (error timeout: a GET is passed to the other backend
+# after an error, a POST only if nginx had not sent it yet). wrk sends
+# GET / and POST / with a body through nginx; KILL_AT seconds in, backend A
+# gets SIGTERM. Every trial starts both backends and nginx anew.
+#
+#   bench/rollout_nginx.sh
+#
+# TRIALS trials in a row with drainhttp backends (gradual drain,
+# drain time 3 s, drain timeout 2 s, no shutdown delay), then TRIALS with
+# plain net/http backends (http.Server.Shutdown on SIGTERM, no delay).
+# Counts non-2xx responses (nginx's 502s) and socket errors per trial;
+# for every non-2xx, nginx's access log line (time relative to SIGTERM,
+# method, status, upstream, upstream status) and error log lines.
+#
+# Environment (defaults in brackets): TRIALS [20], MODES ["drainhttp
+# plain"], DRAIN_TIME [3s], DRAIN_TIMEOUT [2s], SHUTDOWN_DELAY [0s],
+# PORT [27100] (nginx; backends PORT+1, PORT+2),
+# OUT [bench/results/rollout_nginx.txt], and bench/rollout_common.sh's
+# CONNS, RATE_DELAY, WORK, BODY, LOAD, KILL_AT, TRACE.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/rollout_common.sh
+
+TRIALS=${TRIALS:-20}
+MODES=${MODES:-drainhttp plain}
+DRAIN_TIME=${DRAIN_TIME:-3s}
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-2s}
+SHUTDOWN_DELAY=${SHUTDOWN_DELAY:-0s}
+PORT=${PORT:-27100}
+OUT=${OUT:-bench/results/rollout_nginx.txt}
+PA=$((PORT + 1))
+PB=$((PORT + 2))
+
+need_pkgs nginx:nginx-light wrk:wrk
+rollout_init
+
+# nginx_conf DIR: nginx's config for a trial, logs in DIR.
+nginx_conf() {
+	cat <<EOF
+daemon off;
+worker_processes 1;
+pid $1/nginx.pid;
+error_log $1/error.log info;
+events { worker_connections 4096; }
+http {
+    log_format trial '\$msec \$request_method \$status upstream=\$upstream_addr upstream_status=\$upstream_status time=\$request_time';
+    access_log $1/access.log trial;
+    client_body_temp_path $1/tmp/body;
+    proxy_temp_path $1/tmp/proxy;
+    upstream backends {
+        server 127.0.0.1:$PA;
+        server 127.0.0.1:$PB;
+        keepalive 32;
+    }
+    server {
+        listen 127.0.0.1:$PORT;
+        location / {
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+}
+
+# trial N MODE: one trial; prints its line, and its evidence if it lost
+# requests.
+trial() {
+	local n=$1 mode=$2 dir="$work/$2-$1" a b ng
+	mkdir -p "$dir/tmp"
+	chmod -R 777 "$dir/tmp"
+	wait_free "$PORT" "$PA" "$PB"
+	local flags=(-drain-time "$DRAIN_TIME" -drain-timeout "$DRAIN_TIMEOUT" -shutdown-delay "$SHUTDOWN_DELAY" -strategy gradual)
+	start_backend a "$dir" A "$mode" "$PA" "${flags[@]}"
+	start_backend b "$dir" B "$mode" "$PB" "${flags[@]}"
+	nginx_conf "$dir" >"$dir/nginx.conf"
+	wait_listen "$PA"
+	wait_listen "$PB"
+	start ng nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
+	wait_listen "$PORT"
+	kill_backend "$a" "$dir" &
+	local killer=$!
+	run_load "http://127.0.0.1:$PORT/" "$dir/load.txt"
+	wait "$killer" || true
+	wait_exit "$a" 30
+	stop "$ng" QUIT 5
+	stop "$b" KILL
+	local line
+	line=$(trial_line "$n" "$mode" "$dir")
+	echo "$line"
+	echo "$line" >>"$work/trials.txt"
+	if lost "$line" || [ "$TRACE" = 1 ]; then
+		evidence "$dir"
+	fi
+}
+
+# evidence DIR: the non-2xx access log lines and nginx's error log lines
+# about upstreams, times relative to SIGTERM.
+evidence() {
+	local dir=$1 k
+	k=$(cat "$dir/kill_at")
+	echo "    nginx access log, non-2xx (t = seconds after SIGTERM to A):"
+	awk -v k="$k" '$3 !~ /^2/ { printf "      t=%+.3f %s\n", $1 - k, substr($0, index($0, " ") + 1) }' "$dir/access.log" | head -40
+	echo "    nginx error log, upstream lines (second resolution; SIGTERM at $(date -u -d "@$k" +%H:%M:%S.%N | cut -c1-12)):"
+	grep -E 'upstream|connect\(\)|recv\(\)|send\(\)|writev\(\)' "$dir/error.log" | sed 's/^/      /' | head -40
+	echo "    A: $(grep -m1 '^summary' "$dir/A.out" || echo 'no summary')"
+	if [ "$TRACE" = 1 ]; then
+		mkdir -p "$work/kept"
+		cp -r "$dir" "$work/kept/" && echo "    trace kept in $work/kept/$(basename "$dir")"
+	fi
+}
+
+mkdir -p "$(dirname "$OUT")"
+# The trials run in this shell (not in a pipeline's subshell), so that the
+# cleanup sees every process they start.
+exec 3>&1 > >(tee "$OUT.tmp")
+tee_pid=$!
+{
+	echo "# bench/rollout_nginx.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "# $(go version); $(nproc) CPUs; kernel $(uname -r); $(nginx -v 2>&1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+	echo "# tree: $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(git status --porcelain -- . ':!bench' 2>/dev/null | wc -l) files outside bench/ changed or new since"
+	echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "# nginx 127.0.0.1:$PORT -> A :$PA, B :$PB (upstream keepalive 32, HTTP/1.1, default proxy_next_upstream)"
+	echo "# load: wrk -t1 -c$CONNS -d${LOAD}s, GET / and POST / (${BODY} B body) in turn, ${RATE_DELAY} ms between a response and the next request per connection; handler work $WORK"
+	echo "# SIGTERM to A at ${KILL_AT}s; drainhttp: gradual, drain time $DRAIN_TIME, drain timeout $DRAIN_TIMEOUT, shutdown delay $SHUTDOWN_DELAY; plain: Shutdown at once (context $DRAIN_TIMEOUT)"
+	echo "# trial line: requests, non2xx, sockerr=connect/read/write/timeout (wrk), statuses; A: exit = SIGTERM to exit, Stats (drainhttp), phases (start after SIGTERM, cause)"
+}
+for mode in $MODES; do
+	echo
+	echo "## $mode"
+	for ((i = 1; i <= TRIALS; i++)); do
+		trial "$i" "$mode"
+	done
+done
+rollout_finish
