@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/drainhttp/drainhttp"
+	drainadmin "github.com/drainhttp/drainhttp/admin"
 )
 
 // exampleTimeout bounds every wait in these tests.
@@ -215,12 +216,13 @@ func TestServer_ServesAllProtocolsThenDrainsOnSIGTERM(t *testing.T) {
 	}
 
 	_, body := get(t, h1, "http://"+admin+"/status")
-	var st drainhttp.AdminStatus
+	var st drainadmin.Status
 	if err := json.Unmarshal([]byte(body), &st); err != nil {
 		t.Fatalf("/status is not JSON: %v\n%s", err, body)
 	}
 	if st.State != "serving" || !st.Ready || st.Strategy != "gradual" || st.DrainTime != "300ms" ||
-		st.DrainTimeout != "1s" || st.Listeners != 2 || st.Connections.Accepted < 3 {
+		st.DrainTimeout != "1s" || st.ShutdownDelay != "5s" || st.Listeners != 2 || st.Connections.Accepted < 3 ||
+		st.Adaptive == nil || st.Adaptive.Probes != drainhttp.DefaultAdaptiveProbes || st.Adaptive.Quiet != "2s" {
 		t.Errorf("/status before the drain:\n%s", body)
 	}
 
@@ -241,14 +243,19 @@ func TestServer_ServesAllProtocolsThenDrainsOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The admin port keeps answering during the drain, and says not ready.
-	for {
+	// start's checks made this test a readiness checker: like one, it
+	// goes on checking until it has seen the server fail
+	// DefaultAdaptiveProbes times, which releases the shutdown delay long
+	// before its 5s maximum.
+	for failed := 0; failed < drainhttp.DefaultAdaptiveProbes; {
 		resp, err := h1.Get("http://" + admin + "/ready")
 		if err != nil {
 			t.Fatalf("admin /ready during the drain: %v", err)
 		}
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusServiceUnavailable {
-			break
+			failed++
+			continue
 		}
 		if time.Since(signalled) > drainTime {
 			t.Fatalf("admin /ready still %s %v after SIGTERM", resp.Status, drainTime)
@@ -267,9 +274,12 @@ func TestServer_ServesAllProtocolsThenDrainsOnSIGTERM(t *testing.T) {
 		t.Errorf("stream's last line %q, want the early stop", last)
 	}
 
-	p.waitExit(drainTime + drainTimeout + 5*time.Second)
+	// The delay lasts until DefaultAdaptiveQuiet after the last new
+	// connection, which came before SIGTERM.
+	p.waitExit(drainhttp.DefaultAdaptiveQuiet + drainTime + time.Second + drainTimeout + 3*time.Second)
 	logs := p.stderr.String()
-	for _, want := range []string{"server: listening", addr, tlsAddr, admin, "drainhttp: drain complete", "server: drained, exiting"} {
+	for _, want := range []string{"server: listening", addr, tlsAddr, admin, "drainhttp: drain complete",
+		"server: phase window", "cause=released", "server: drained, exiting"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("logs lack %q", want)
 		}
@@ -303,7 +313,7 @@ func TestServer_AdminDrainExitsZero(t *testing.T) {
 	post("/drain")
 	post("/drain?strategy=immediate") // skips the shutdown delay and the window
 	p.waitExit(5 * time.Second)
-	if logs := p.stderr.String(); !strings.Contains(logs, "drainhttp: admin: drain requested") {
+	if logs := p.stderr.String(); !strings.Contains(logs, "drainhttp/admin: drain requested") {
 		t.Errorf("logs lack the admin drain request:\n%s", logs)
 	}
 }
@@ -319,6 +329,10 @@ func TestServer_BadFlagsExitNonZero(t *testing.T) {
 		{[]string{"-drain-time", "-1s"}, "-drain-time -1s is negative"},
 		{[]string{"-drain-timeout", "-1s"}, "-drain-timeout -1s is negative"},
 		{[]string{"-shutdown-delay", "-1s"}, "-shutdown-delay -1s is negative"},
+		{[]string{"-adaptive-probes", "0"}, "-adaptive-probes 0 is not positive"},
+		{[]string{"-adaptive-quiet", "-1s"}, "-adaptive-quiet -1s is not positive"},
+		{[]string{"-adaptive=maybe"}, `invalid boolean value "maybe" for -adaptive`},
+		{[]string{"-admin-token-file", "/nonexistent/token"}, "-admin-token-file: open /nonexistent/token"},
 		{[]string{"-upgrade-timeout", "-1s"}, "-upgrade-timeout -1s is negative"},
 		{[]string{"-parent-shutdown-time", "-1s"}, "-parent-shutdown-time -1s is negative"},
 		{[]string{"-drain-time", "soon"}, `invalid value "soon" for flag -drain-time`},

@@ -31,6 +31,12 @@ const (
 	// settings here: short, so that upgrades follow each other quickly.
 	upgradeDrainTime    = 300 * time.Millisecond
 	upgradeDrainTimeout = time.Second
+	// upgradeShutdownDelay is the longest shutdown delay on SIGTERM (the
+	// adaptive one ends sooner if it can); an upgrade has none.
+	upgradeShutdownDelay = time.Second
+	// listenerClose is how long a drain may take to close its listeners
+	// (drainhttp.Server.Drain: "about 1 s").
+	listenerClose = time.Second
 	// exitMargin is how long past its drain a process may take to exit:
 	// starting the drain, closing, exiting, on a loaded 2-core machine.
 	exitMargin = 2 * time.Second
@@ -259,7 +265,7 @@ func (f *family) waitLog(n int, parts ...string) {
 
 // handedOver is what the old process logs once it has closed its copies
 // of the listeners.
-const handedOver = "drainhttp: new process ready; listeners handed over, draining"
+const handedOver = "drainhttp/restart: new process ready; listeners handed over, draining"
 
 // upgrade sends SIGHUP to old, waits for the new process to own the
 // listener and for old to exit 0 by itself within its drain, and returns
@@ -405,8 +411,15 @@ func (l *load) finish(t *testing.T) {
 	}
 }
 
+// stopBound is how long a process may take to exit after SIGTERM, with a
+// drain timeout of drainTimeout: Drain's own bound, plus exitMargin.
+func stopBound(drainTimeout time.Duration) time.Duration {
+	return upgradeShutdownDelay + upgradeDrainTime + listenerClose + drainTimeout + exitMargin
+}
+
 func drainArgs() []string {
 	return []string{"-drain-time", upgradeDrainTime.String(), "-drain-timeout", upgradeDrainTimeout.String(),
+		"-shutdown-delay", upgradeShutdownDelay.String(),
 		"-parent-shutdown-time", "10s", "-upgrade-timeout", "10s"}
 }
 
@@ -425,7 +438,7 @@ func TestServer_SIGHUPUpgradesThreeTimesWithoutLosingARequest(t *testing.T) {
 			f.count(pidOf(g), "server: drained, exiting") != 1 {
 			t.Errorf("upgrade %d: process %d did not log its handoff and exit", i+1, g.pid)
 		}
-		if f.count(pidOf(next), "drainhttp: listening", "from=parent") != 3 {
+		if f.count(pidOf(next), "drainhttp/restart: listening", "from=parent") != 3 {
 			t.Errorf("upgrade %d: process %d did not inherit its three listeners", i+1, next.pid)
 		}
 		g = next
@@ -439,7 +452,7 @@ func TestServer_SIGHUPUpgradesThreeTimesWithoutLosingARequest(t *testing.T) {
 	}
 
 	f.signal(g, syscall.SIGTERM)
-	f.waitExit(g, upgradeDrainTime+upgradeDrainTimeout+exitMargin)
+	f.waitExit(g, stopBound(upgradeDrainTimeout))
 	if n := f.count("address already in use"); n != 0 {
 		t.Errorf("%d log lines say the address was in use", n)
 	}
@@ -453,7 +466,8 @@ func TestServer_SIGHUPWhileThePreviousProcessDrainsWaitsForItToExit(t *testing.T
 	// (-drain-timeout) lets it finish.
 	const slow, drainTimeout = 2 * time.Second, 5 * time.Second
 	f, g0 := startFamily(t, exec.Command(bin, "-drain-time", upgradeDrainTime.String(),
-		"-drain-timeout", drainTimeout.String(), "-parent-shutdown-time", "10s"), addr, admin)
+		"-drain-timeout", drainTimeout.String(), "-shutdown-delay", upgradeShutdownDelay.String(),
+		"-parent-shutdown-time", "10s"), addr, admin)
 	l := startLoad(t, addr, "")
 	inFlight := make(chan error, 1)
 	sent := make(chan struct{})
@@ -482,9 +496,9 @@ func TestServer_SIGHUPWhileThePreviousProcessDrainsWaitsForItToExit(t *testing.T
 	g1 := &generation{pid: p1} // g0's child: the test reaps it once g0 is gone
 	f.waitOwner(g0, p1)
 	f.signal(g1, syscall.SIGHUP)
-	f.waitLog(1, pidOf(g1), "drainhttp: upgrade deferred until the previous process has exited")
+	f.waitLog(1, pidOf(g1), "drainhttp/restart: upgrade deferred until the previous process has exited")
 	f.signal(g1, syscall.SIGHUP) // coalesced with the deferred upgrade
-	f.waitLog(1, pidOf(g1), "drainhttp: SIGHUP ignored: an upgrade is already under way")
+	f.waitLog(1, pidOf(g1), "drainhttp/restart: SIGHUP ignored: an upgrade is already under way")
 	select {
 	case <-g0.exited:
 		t.Fatal("the first process exited before its request in flight was done")
@@ -500,16 +514,16 @@ func TestServer_SIGHUPWhileThePreviousProcessDrainsWaitsForItToExit(t *testing.T
 	f.waitExit(g0, slow+exitMargin)
 	g1 = f.reap(p1)
 	g2 := f.upgrade(g1) // the deferred upgrade, with no new SIGHUP
-	if f.count(pidOf(g1), "drainhttp: previous process exited") != 1 {
+	if f.count(pidOf(g1), "drainhttp/restart: previous process exited") != 1 {
 		t.Error("the second process did not log the first one's exit")
 	}
-	if n := f.count("drainhttp: upgrading: starting a new process"); n != 2 {
+	if n := f.count("drainhttp/restart: upgrading: starting a new process"); n != 2 {
 		t.Errorf("%d upgrades started, want 2 (the coalesced SIGHUP starts none)", n)
 	}
 	l.waitServed(t, g2, 50)
 	l.finish(t)
 	f.signal(g2, syscall.SIGTERM)
-	f.waitExit(g2, upgradeDrainTime+drainTimeout+exitMargin)
+	f.waitExit(g2, stopBound(drainTimeout))
 }
 
 func TestServer_FailedUpgradesKeepTheOldProcessServing(t *testing.T) {
@@ -522,7 +536,7 @@ func TestServer_FailedUpgradesKeepTheOldProcessServing(t *testing.T) {
 	l := startLoad(t, addr, "")
 	l.waitServed(t, g, 50)
 
-	const failed = "drainhttp: upgrade failed; still serving"
+	const failed = "drainhttp/restart: upgrade failed; still serving"
 	for i, tc := range []struct {
 		name, behavior, why string
 	}{
@@ -568,7 +582,7 @@ func TestServer_FailedUpgradesKeepTheOldProcessServing(t *testing.T) {
 	l.waitServed(t, g, 50)
 	l.finish(t)
 	f.signal(g, syscall.SIGTERM)
-	f.waitExit(g, upgradeDrainTime+upgradeDrainTimeout+exitMargin)
+	f.waitExit(g, stopBound(upgradeDrainTimeout))
 }
 
 func TestServer_TakesSystemdSocketsAndHandsThemOver(t *testing.T) {
@@ -602,14 +616,14 @@ func TestServer_TakesSystemdSocketsAndHandsThemOver(t *testing.T) {
 	for _, file := range files {
 		file.Close()
 	}
-	if f.count(pidOf(g), "drainhttp: listening", "from=systemd") != 2 {
+	if f.count(pidOf(g), "drainhttp/restart: listening", "from=systemd") != 2 {
 		t.Fatalf("the server did not take both systemd sockets")
 	}
 	l := startLoad(t, f.addr, "")
 	l.waitServed(t, g, 50)
 
 	g = f.upgrade(g)
-	if f.count(pidOf(g), "drainhttp: listening", "from=parent") != 2 {
+	if f.count(pidOf(g), "drainhttp/restart: listening", "from=parent") != 2 {
 		t.Errorf("the new process did not inherit the systemd sockets")
 	}
 	if f.count("LISTEN_") != 0 {
@@ -618,5 +632,5 @@ func TestServer_TakesSystemdSocketsAndHandsThemOver(t *testing.T) {
 	l.waitServed(t, g, 50)
 	l.finish(t)
 	f.signal(g, syscall.SIGTERM)
-	f.waitExit(g, upgradeDrainTime+upgradeDrainTimeout+exitMargin)
+	f.waitExit(g, stopBound(upgradeDrainTimeout))
 }
