@@ -127,6 +127,7 @@ type result struct {
 	serving atomic.Int64 // Check answers SERVING
 	notServ atomic.Int64 // Check answers NOT_SERVING
 
+	watching     atomic.Int64 // Watch streams that received a status
 	watches      atomic.Int64 // Watch streams that ended, OK
 	watchNotServ atomic.Int64 // of which saw NOT_SERVING
 
@@ -156,14 +157,20 @@ func loadThroughDrain(t *testing.T, useTLS bool) {
 		ccs = append(ccs, cc)
 	}
 	var res result
-	mgr := ts.s.Manager()
+	mgr, err := ts.s.Manager()
+	if err != nil {
+		t.Fatal(err)
+	}
 	// A call may start only while the listener surely still accepts.
 	mayStart := func() bool { return mgr.Progress() < stopAt }
 	drainStarted := make(chan struct{})
+	abort := make(chan struct{}) // the test failed before the drain
 	mayStop := func() bool {
 		select {
 		case <-drainStarted:
 			return !mayStart()
+		case <-abort:
+			return true
 		default:
 			return false
 		}
@@ -201,11 +208,21 @@ func loadThroughDrain(t *testing.T, useTLS bool) {
 		}
 	})
 
-	time.Sleep(300 * time.Millisecond) // steady state
-	before := res.ok.Load()
-	if before == 0 {
-		t.Errorf("no call succeeded before the drain; failures: %v", res.errs)
+	// Steady state: every worker's calls succeed, and a Watch is running.
+	steady := time.Now().Add(10 * time.Second)
+	for res.ok.Load() < 10*workers || res.watching.Load() == 0 {
+		if time.Now().After(steady) || res.failed.Load() > 0 {
+			close(abort)
+			wg.Wait()
+			res.mu.Lock()
+			errs := res.errs
+			res.mu.Unlock()
+			t.Fatalf("before the drain: %d calls ok, %d failed, %d watches; failures: %v",
+				res.ok.Load(), res.failed.Load(), res.watching.Load(), errs)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
+	before := res.ok.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -268,6 +285,9 @@ func watch(res *result, hc healthpb.HealthClient, mgr *drainhttp.Manager) {
 		if err != nil {
 			res.fail("Watch at progress %.2f, after %v: %v", mgr.Progress(), got, err)
 			return
+		}
+		if len(got) == 0 {
+			res.watching.Add(1)
 		}
 		got = append(got, m.GetStatus())
 	}
