@@ -8,7 +8,12 @@
 // idle connections, per-connection deadlines and Draining(ctx) need
 // drainhttp.Server. Use this shape when the server is not yours to replace.
 //
+// From the repository root (stop it with Ctrl-C, which go run passes on as
+// it reaches the whole process group; for SIGTERM, build it: go run does
+// not forward SIGTERM to the program):
+//
 //	go run ./examples/alice -addr 127.0.0.1:8081 -drain-time 10s
+//	curl -i 127.0.0.1:8081/          # in another terminal; during the drain: Connection: close
 package main
 
 import (

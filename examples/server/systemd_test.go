@@ -60,13 +60,20 @@ func TestSystemdUnits_MatchTheServersFlags(t *testing.T) {
 	if !strings.HasPrefix(cfg.pidFile, "/run/"+service["RuntimeDirectory"][0]+"/") {
 		t.Errorf("the PID file %q is not in the RuntimeDirectory %q", cfg.pidFile, service["RuntimeDirectory"])
 	}
-	drain := cfg.drainTime + cfg.drainTimeout
+	// Drain's bound: the shutdown delay (with -adaptive, its maximum), the
+	// window, about a second to close the listeners, the deadline.
+	drain := cfg.shutdownDelay + cfg.drainTime + time.Second + cfg.drainTimeout
 	stop, err := time.ParseDuration(strings.TrimSuffix(service["TimeoutStopSec"][0], "s") + "s")
 	if err != nil || stop <= drain {
 		t.Errorf("TimeoutStopSec=%q (%v) does not leave time for a drain of %v", service["TimeoutStopSec"], err, drain)
 	}
-	if cfg.parentShutdownTime <= drain {
-		t.Errorf("-parent-shutdown-time %v cuts a drain of %v short", cfg.parentShutdownTime, drain)
+	// After a handoff there is no delay, and the listeners are the new
+	// process's.
+	if handoff := cfg.drainTime + cfg.drainTimeout; cfg.parentShutdownTime <= handoff {
+		t.Errorf("-parent-shutdown-time %v cuts a drain of %v short", cfg.parentShutdownTime, handoff)
+	}
+	if !cfg.adaptive {
+		t.Error("the service turns the adaptive shutdown off, which its comments count on")
 	}
 	if got := service["KillMode"]; len(got) == 1 && got[0] != "control-group" {
 		t.Errorf("KillMode=%s would not let an old process still draining finish", got[0])
