@@ -10,22 +10,22 @@
 //
 //	go build -o /tmp/server ./examples/server
 //	rm -f /tmp/server.pid
-//	/tmp/server -drain-time 3s -pid-file /tmp/server.pid &
-//	until [ -s /tmp/server.pid ]; do sleep 0.1; done   # written once it serves
-//	curl -s localhost:8080/                             # ok
-//	curl -s --http2-prior-knowledge localhost:8080/     # ok, over h2c
-//	curl -s localhost:9901/status; echo                 # phase, readiness, connections
-//	old=$(cat /tmp/server.pid); kill -HUP $old          # hot restart
-//	while [ "$(cat /tmp/server.pid)" = "$old" ]; do sleep 0.1; done
-//	curl -si localhost:8080/ | grep -i x-server-pid     # the new process serves
-//	curl -sN 'localhost:8080/stream?n=100&every=100ms' &
-//	sleep 1; new=$(cat /tmp/server.pid); kill -TERM $new   # the stream stops early
-//	tail --pid=$new -f /dev/null                        # until it has drained and exited
+//	/tmp/server -drain-time 3s -pid-file /tmp/server.pid & old=$!
+//	timeout 10 sh -c 'until [ -s /tmp/server.pid ]; do sleep 0.1; done'  # written once it serves
+//	curl -s localhost:8080/                          # ok
+//	curl -s --http2-prior-knowledge localhost:8080/  # ok, over h2c
+//	curl -s localhost:9901/status; echo              # phase, readiness, connections
+//	kill -HUP $old; wait $old; echo "exit $?"        # hot restart: the old process hands over, exit 0
+//	curl -si localhost:8080/ | grep -i x-server-pid  # served by the new process
+//	curl -sN localhost:8080/ 'localhost:8080/stream?n=100&every=100ms' &  # one connection: ok, a stream
+//	sleep 1; new=$(cat /tmp/server.pid); kill -TERM $new  # drains; the stream stops early
+//	tail --pid=$new -f /dev/null                     # until it has drained and exited 0
 //
 // Build it rather than go run it: go run does not pass SIGTERM on to the
-// program it runs, and SIGHUP re-executes the binary, which go run deletes.
-// In a terminal, run /tmp/server in the foreground instead, and stop it with
-// Ctrl-C; "curl -XPOST localhost:9901/drain" (or ?strategy=immediate)
+// program it runs, and on SIGHUP it exits, deleting the binary, as soon as
+// the process it started has handed over. In a terminal, run /tmp/server in
+// the foreground instead, and stop it with Ctrl-C (SIGINT, which drains the
+// same way); "curl -XPOST localhost:9901/drain" (or ?strategy=immediate)
 // drains it too.
 //
 // # Adaptive shutdown
@@ -43,7 +43,10 @@
 //
 // Anything that GETs /ready on the admin port (a curl too) is a readiness
 // checker for the next minute: the delay then waits for its failed checks,
-// or for -shutdown-delay. /status is not a check.
+// or for -shutdown-delay. /status is not a check. A connection counts as
+// traffic once its first request has been answered (until then it may be
+// a probe's), so a stream that is its connection's first request keeps the
+// delay going to -shutdown-delay: hence the "ok" before the stream above.
 //
 // It also runs under systemd, with socket activation or without: see
 // examples/systemd; and on Kubernetes: see examples/kubernetes.
