@@ -17,8 +17,10 @@
 #   BODY [4096]      POST body bytes
 #   LOAD [9]         seconds of load per trial
 #   KILL_AT [2]      seconds into the load when backend A gets SIGTERM
-#   TRACE [0]        1: backends log connection events (-trace), kept with
-#                    the proxy logs of trials that lost requests
+#   KEEP_DIR [/tmp/rollout_kept.PID]  where the logs of every trial that
+#                    lost a request are kept (the backends' -trace output,
+#                    the proxy's access and error logs, wrk's output)
+#   TRACE [0]        1: keep every trial's logs, not only those that lost
 
 CONNS=${CONNS:-16}
 RATE_DELAY=${RATE_DELAY:-4}
@@ -27,6 +29,7 @@ BODY=${BODY:-4096}
 LOAD=${LOAD:-9}
 KILL_AT=${KILL_AT:-2}
 TRACE=${TRACE:-0}
+KEEP_DIR=${KEEP_DIR:-/tmp/rollout_kept.$$}
 
 # need_pkgs installs the Debian packages whose commands are missing:
 # need_pkgs CMD:PKG...
@@ -164,15 +167,13 @@ wait_free() {
 start_backend() {
 	local var=$1 dir=$2 label=$3 mode=$4 port=$5
 	shift 5
-	local trace=()
-	[ "$TRACE" = 1 ] && trace=(-trace -log-level info)
-	start "$var" "$work/backend" -name "$label" -mode "$mode" -addr "127.0.0.1:$port" -work "$WORK" "${trace[@]}" "$@" \
+	start "$var" "$work/backend" -name "$label" -mode "$mode" -addr "127.0.0.1:$port" -work "$WORK" -trace -log-level info "$@" \
 		>"$dir/$label.out" 2>"$dir/$label.err"
 }
 
 # run_load URL OUT: wrk for LOAD seconds, bounded.
 run_load() {
-	timeout $((LOAD + 15)) wrk -t1 -c"$CONNS" -d"${LOAD}s" --timeout 5s -s "$work/load.lua" "$1" >"$2" 2>&1 || true
+	timeout $((LOAD + 15)) wrk -t1 -c"$CONNS" -d"${LOAD}s" --timeout 5s --latency -s "$work/load.lua" "$1" >"$2" 2>&1 || true
 }
 
 # now: seconds since the epoch, with nanoseconds.
@@ -201,18 +202,30 @@ wait_exit() {
 # field KEY LINE: the value of KEY=VALUE in LINE.
 field() { sed -n "s/.*[ ^]$1=\([^ ]*\).*/\1/p" <<<" $2"; }
 
-# trial_line N MODE DIR: one line for a trial, from wrk's output and
-# backend A's summary.
+# trial_line N MODE DIR [EXTRA]: one line for a trial, from wrk's output
+# and backend A's summary, EXTRA (the proxy's view) after them.
 trial_line() {
-	local n=$1 mode=$2 dir=$3 load sum
+	local n=$1 mode=$2 dir=$3 extra=${4:-} load sum
 	load=$(grep -m1 '^load ' "$dir/load.txt" || echo "load requests=? non2xx=? connect=? read=? write=? timeout=? statuses=?")
 	sum=$(grep -m1 '^summary' "$dir/A.out" || echo "summary missing")
-	printf 'trial %2d %-9s requests=%s non2xx=%s sockerr=%s/%s/%s/%s statuses=%s | A: exit=%s goaways=%s drained=%s forced=%s bad_bodies=%s%s\n' \
+	local p99 max
+	p99=$(awk '$1 == "99%" { print $2 }' "$dir/load.txt")
+	max=$(awk '$1 == "Latency" && NF >= 4 { print $4 }' "$dir/load.txt")
+	printf 'trial %2d %-9s requests=%s non2xx=%s sockerr=%s/%s/%s/%s statuses=%s p99=%s max=%s | A: exit=%s goaways=%s drained=%s forced=%s bad_bodies=%s%s\n' \
 		"$n" "$mode" "$(field requests "$load")" "$(field non2xx "$load")" \
 		"$(field connect "$load")" "$(field read "$load")" "$(field write "$load")" "$(field timeout "$load")" \
-		"$(sed -n 's/.*statuses= *//p' <<<"$load" | tr ' ' ',')" \
+		"$(sed -n 's/.*statuses= *//p' <<<"$load" | tr ' ' ',')" "${p99:-?}" "${max:-?}" \
 		"$(field sigterm_to_exit "$sum")" "$(field goaways "$sum")" "$(field drained "$sum")" "$(field forced "$sum")" \
-		"$(field bad_bodies "$sum")" "$(phases_of "$sum")"
+		"$(field bad_bodies "$sum")" "$(phases_of "$sum")${extra:+ | $extra}"
+}
+
+# slow_of K: reads "START DURATION" lines (seconds since the epoch,
+# seconds) and prints how many requests took over SLOW seconds and when the
+# first and last of them started, relative to K (SIGTERM to A).
+SLOW=${SLOW:-0.5}
+slow_of() {
+	awk -v k="$1" -v slow="$SLOW" '$2 > slow { n++; t = $1 - k; if (n == 1 || t < lo) lo = t; if (n == 1 || t > hi) hi = t }
+		END { if (n) printf "slow(>%ss)=%d started t=%+.3f..%+.3f", slow, n, lo, hi; else printf "slow(>%ss)=0", slow }'
 }
 
 phases_of() {
@@ -273,4 +286,10 @@ rollout_finish() {
 	exec 1>&3 3>&-
 	wait "$tee_pid" 2>/dev/null || true
 	mv "$OUT.tmp" "$OUT"
+}
+
+# keep DIR: copies a trial's directory to KEEP_DIR.
+keep() {
+	mkdir -p "$KEEP_DIR"
+	cp -r "$1" "$KEEP_DIR/" && echo "    logs kept in $KEEP_DIR/$(basename "$1")"
 }

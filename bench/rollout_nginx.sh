@@ -48,7 +48,7 @@ pid $1/nginx.pid;
 error_log $1/error.log info;
 events { worker_connections 4096; }
 http {
-    log_format trial '\$msec \$request_method \$status upstream=\$upstream_addr upstream_status=\$upstream_status time=\$request_time';
+    log_format trial '\$msec \$request_method \$status time=\$request_time upstream=\$upstream_addr upstream_status=\$upstream_status connect=\$upstream_connect_time';
     access_log $1/access.log trial;
     client_body_temp_path $1/tmp/body;
     proxy_temp_path $1/tmp/proxy;
@@ -92,7 +92,7 @@ trial() {
 	stop "$ng" QUIT 5
 	stop "$b" KILL
 	local line
-	line=$(trial_line "$n" "$mode" "$dir")
+	line=$(trial_line "$n" "$mode" "$dir" "nginx: $(awk '{ d = substr($4, 6); printf "%.3f %s\n", $1 - d, d }' "$dir/access.log" | slow_of "$(cat "$dir/kill_at")")")
 	echo "$line"
 	echo "$line" >>"$work/trials.txt"
 	if lost "$line" || [ "$TRACE" = 1 ]; then
@@ -105,15 +105,12 @@ trial() {
 evidence() {
 	local dir=$1 k
 	k=$(cat "$dir/kill_at")
-	echo "    nginx access log, non-2xx (t = seconds after SIGTERM to A):"
-	awk -v k="$k" '$3 !~ /^2/ { printf "      t=%+.3f %s\n", $1 - k, substr($0, index($0, " ") + 1) }' "$dir/access.log" | head -40
+	echo "    nginx access log, non-2xx (t = start of the request, seconds after SIGTERM to A):"
+	awk -v k="$k" '$3 !~ /^2/ { printf "      t=%+.3f %s\n", $1 - substr($4, 6) - k, substr($0, index($0, " ") + 1) }' "$dir/access.log" | head -40
 	echo "    nginx error log, upstream lines (second resolution; SIGTERM at $(date -u -d "@$k" +%H:%M:%S.%N | cut -c1-12)):"
 	grep -E 'upstream|connect\(\)|recv\(\)|send\(\)|writev\(\)' "$dir/error.log" | sed 's/^/      /' | head -40
 	echo "    A: $(grep -m1 '^summary' "$dir/A.out" || echo 'no summary')"
-	if [ "$TRACE" = 1 ]; then
-		mkdir -p "$work/kept"
-		cp -r "$dir" "$work/kept/" && echo "    trace kept in $work/kept/$(basename "$dir")"
-	fi
+	keep "$dir"
 }
 
 mkdir -p "$(dirname "$OUT")"
