@@ -3,40 +3,44 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/drainhttp/drainhttp"
-	"github.com/vbauerster/cupwriter"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 )
 
-// newDisplay returns progress bars if stdout is a terminal, and one plain
-// line per second otherwise (CI, pipes, tests).
+// newDisplay returns progress bars if stdout is a terminal, laid out in its
+// width, and a few plain lines per second otherwise (CI, pipes, tests),
+// in defaultWidth columns.
 func newDisplay(stdout io.Writer, cfg config, srv *server) display {
-	if f, ok := stdout.(*os.File); ok && cupwriter.New(f, false).IsTerminal() {
-		return &barDisplay{out: stdout, cfg: cfg, srv: srv}
+	if isTerm, width := terminal(stdout); isTerm {
+		return &barDisplay{out: stdout, cfg: cfg, srv: srv, width: textWidth(width)}
 	}
-	return &lineDisplay{out: stdout, srv: srv}
+	return &lineDisplay{out: stdout, cfg: cfg, srv: srv, width: defaultWidth}
 }
 
-// lineDisplay prints a line per second, and each event as it happens.
-// The sampler and the scenario both print: mu orders their lines.
+// lineDisplay prints the status every second, and each event as it
+// happens. The sampler and the scenario both print: mu orders their lines.
 type lineDisplay struct {
-	mu   sync.Mutex
-	out  io.Writer
-	srv  *server
-	last time.Duration
-	seen bool
+	mu    sync.Mutex
+	out   io.Writer
+	cfg   config
+	srv   *server
+	width int
+	last  time.Duration
+	seen  bool
 }
 
 func (d *lineDisplay) start(time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	fmt.Fprintf(d.out, "\n== %s: %s on the signal\n", d.srv.name, d.srv.action)
+	fmt.Fprint(d.out, startText(d.srv, d.width))
 }
 
 func (d *lineDisplay) update(f *frame) {
@@ -46,29 +50,34 @@ func (d *lineDisplay) update(f *frame) {
 		return
 	}
 	d.seen, d.last = true, f.t
-	line := fmt.Sprintf("[%s] t=%+6.2fs %-*s | %s | %s | lb %s",
-		d.srv.name, f.t.Seconds(), len(d.srv.action)+2, phaseText(f), connText(f), requestText(f), lbText(f.lbUp))
+	parts := []string{windowName(d.srv) + " " + phaseText(f, d.cfg, d.srv)}
+	parts = append(parts, connParts(f)...)
+	parts = append(parts, requestText(f), "load balancer "+lbText(f))
 	if f.stats != nil {
-		line += " | " + statsText(f.stats)
+		parts = append(parts, drainedText(f.stats), forcedText(f.stats))
 	}
-	fmt.Fprintln(d.out, line)
+	first := fmt.Sprintf("[%s] %s ", d.srv.name, fmtT(f.t))
+	for _, l := range pack(parts, "; ", d.width, first, "    ") {
+		fmt.Fprintln(d.out, l)
+	}
 }
 
-func (d *lineDisplay) event(msg string) {
+func (d *lineDisplay) event(t time.Duration, msg string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	fmt.Fprintf(d.out, "[%s] %s\n", d.srv.name, msg)
+	fmt.Fprint(d.out, eventText(t, msg, d.width))
 }
 
 func (d *lineDisplay) finish() {}
 
 // barDisplay draws github.com/vbauerster/mpb bars: the warm-up, the drain
 // window (or Shutdown's grace period), and lines for connections, requests
-// and the load balancer.
+// and the load balancer, each of them at most width columns wide.
 type barDisplay struct {
 	out      io.Writer
 	cfg      config
 	srv      *server
+	width    int
 	forceTTY bool // for tests: draw on a writer that is not a terminal
 
 	p      *mpb.Progress
@@ -78,56 +87,73 @@ type barDisplay struct {
 	frame  atomic.Pointer[frame]
 }
 
-// barScale is the resolution of the time bars, barWidth their width in
-// columns.
+// Layout of the bar display: the labels' column, and the text after the
+// time bars ("100% of 6.0s", "done at +6.20s").
 const (
-	barScale = 1000
-	barWidth = 50
+	labelWidth = 16
+	afterWidth = 15
 )
 
+// barScale is the resolution of the time bars.
+const barScale = 1000
+
 func (d *barDisplay) start(time.Time) {
-	fmt.Fprintf(d.out, "\n== %s: %s on the signal\n", d.srv.name, d.srv.action)
+	fmt.Fprint(d.out, startText(d.srv, d.width))
 	d.frame.Store(&frame{phase: "warm-up", lbUp: true})
-	d.p = mpb.New(mpb.WithOutput(d.out), mpb.WithWidth(barWidth), mpb.WithRefreshRate(sampleEvery),
+	// mpb lays its lines out in the terminal's width (WithWidth's, when it
+	// draws on something else): a line longer than that would be cut
+	// with "…". The time bars are sized to fill d.width; the text lines
+	// are laid out for it, and fit cuts them at a word boundary in a
+	// narrower terminal.
+	d.p = mpb.New(mpb.WithOutput(d.out), mpb.WithWidth(d.width), mpb.WithRefreshRate(sampleEvery),
 		// mpb v8.16.2's ForceTTY does not enable auto refresh, whatever its
 		// doc says: ask for both.
 		mpb.ContainerOptional(mpb.ForceTTY(), d.forceTTY), mpb.ContainerOptional(mpb.WithAutoRefresh(), d.forceTTY))
-	label := func(s string) decor.Decorator { return decor.Name(s, decor.WC{W: 16, C: decor.DindentRight}) }
-	d.warm = d.p.AddBar(barScale,
-		mpb.PrependDecorators(label("warm-up")),
-		mpb.AppendDecorators(decor.Any(func(decor.Statistics) string {
-			f := d.frame.Load()
-			return fmt.Sprintf("%5.1fs / %.1fs", min(f.t+d.cfg.warmup, d.cfg.warmup).Seconds(), d.cfg.warmup.Seconds())
-		})))
-	windowName := "drain window"
-	if d.srv.progress == nil {
-		windowName = "Shutdown grace"
+	barWidth := mpb.BarWidth(max(10, d.width-labelWidth-afterWidth-2)) // mpb puts a space on each side of a bar
+	label := func(s string) decor.Decorator { return decor.Name(s, decor.WC{W: labelWidth, C: decor.DindentRight}) }
+	after := func(f func(*frame) string) decor.Decorator {
+		return decor.Any(func(decor.Statistics) string { return f(d.frame.Load()) }, decor.WC{W: afterWidth})
 	}
-	d.window = d.p.AddBar(barScale,
-		mpb.PrependDecorators(label(windowName)),
-		mpb.AppendDecorators(decor.Any(func(decor.Statistics) string {
-			f := d.frame.Load()
-			return phaseText(f)
+	d.warm = d.p.AddBar(barScale, barWidth,
+		mpb.PrependDecorators(label("warm-up")),
+		mpb.AppendDecorators(after(func(f *frame) string {
+			return fmt.Sprintf("%.1fs of %.1fs", min(f.t+d.cfg.warmup, d.cfg.warmup).Seconds(), d.cfg.warmup.Seconds())
 		})))
+	d.window = d.p.AddBar(barScale, barWidth,
+		mpb.PrependDecorators(label(windowName(d.srv))),
+		mpb.AppendDecorators(after(func(f *frame) string { return phaseText(f, d.cfg, d.srv) })))
+
 	rows := []func(*frame) string{
-		func(f *frame) string { return "connections     " + connText(f) },
-		func(f *frame) string { return "requests        " + requestText(f) },
-		func(f *frame) string { return "load balancer   " + lbText(f.lbUp) },
+		func(f *frame) string { return row("connections", connParts(f)[0]) },
+		func(f *frame) string { return row("", strings.Join(connParts(f)[1:], "; ")) },
+		func(f *frame) string { return row("requests", requestText(f)) },
+		func(f *frame) string { return row("load balancer", lbText(f)) },
 	}
 	if d.srv.stats != nil {
-		rows = append(rows, func(f *frame) string {
-			if f.stats == nil {
-				return ""
-			}
-			return "drainhttp.Stats " + statsText(f.stats)
-		})
+		rows = append(rows,
+			func(f *frame) string {
+				if f.stats == nil {
+					return row("drainhttp.Stats", "")
+				}
+				return row("drainhttp.Stats", drainedText(f.stats))
+			},
+			func(f *frame) string {
+				if f.stats == nil {
+					return ""
+				}
+				return row("", forcedText(f.stats))
+			})
 	}
 	for _, text := range rows {
-		d.lines = append(d.lines, d.p.New(0, mpb.NopStyle(), mpb.PrependDecorators(decor.Any(func(decor.Statistics) string {
-			return text(d.frame.Load())
-		}))))
+		d.lines = append(d.lines, d.p.New(0, mpb.NopStyle(), mpb.BarFillerTrim(),
+			mpb.PrependDecorators(decor.Any(func(st decor.Statistics) string {
+				return fit(text(d.frame.Load()), min(d.width, st.AvailableWidth))
+			}))))
 	}
 }
+
+// row is a line of the bar display: label in its column, then text.
+func row(label, text string) string { return fmt.Sprintf("%-*s%s", labelWidth, label, text) }
 
 func (d *barDisplay) update(f *frame) {
 	d.frame.Store(f)
@@ -145,8 +171,8 @@ func (d *barDisplay) update(f *frame) {
 	}
 }
 
-func (d *barDisplay) event(msg string) {
-	fmt.Fprintf(d.p, "  %s\n", msg)
+func (d *barDisplay) event(t time.Duration, msg string) {
+	fmt.Fprint(d.p, eventText(t, msg, d.width))
 }
 
 func (d *barDisplay) finish() {
@@ -161,35 +187,94 @@ func (d *barDisplay) finish() {
 	d.p.Wait()
 }
 
-func phaseText(f *frame) string {
-	switch f.phase {
-	case "warm-up":
-		return "warm-up"
-	case "done":
-		return "returned after " + fmtDur(f.stopTook)
-	}
-	return fmt.Sprintf("%s %3.0f%%", f.phase, 100*f.progress)
+// startText is the heading of a run.
+func startText(srv *server, width int) string {
+	return "\n" + wrapString(fmt.Sprintf("== %s: %s on the signal", srv.name, srv.action), width, "", "   ")
 }
 
-func connText(f *frame) string {
+// eventText is an event, at t since the signal, wrapped with a hanging
+// indent under its time.
+func eventText(t time.Duration, msg string, width int) string {
+	first := fmt.Sprintf("  %7s  ", fmtT(t))
+	return wrapString(msg, width, first, strings.Repeat(" ", len(first)))
+}
+
+// fmtT formats a time since the signal: "+0.10s", "-1.00s".
+func fmtT(t time.Duration) string { return fmt.Sprintf("%+.2fs", t.Seconds()) }
+
+// windowName names the time bar after the signal.
+func windowName(srv *server) string {
+	if srv.progress == nil {
+		return "Shutdown grace"
+	}
+	return "drain window"
+}
+
+// phaseText is what follows the time bar after the signal.
+func phaseText(f *frame, cfg config, srv *server) string {
+	switch f.phase {
+	case "warm-up":
+		return "waiting"
+	case "done":
+		return "done at " + fmtT(f.stopTook)
+	}
+	return fmt.Sprintf("%3.0f%% of %.1fs", 100*f.progress, srv.window.Seconds())
+}
+
+// connParts describes the connections: how many are open and whose, by
+// state, and the totals. The first part says why a server has one
+// connection more than there are clients.
+func connParts(f *frame) []string {
 	c := f.conns
-	return fmt.Sprintf("open %3d (active %3d, idle %3d, new %2d), accepted %4d, closed %4d",
-		c.open, c.active, c.idle, c.new, c.accepted, c.closed)
+	return []string{
+		fmt.Sprintf("open %d = %d from clients + %d from the load balancer", c.open, c.clients(), c.probe),
+		fmt.Sprintf("active %d, idle %d, new %d", c.active, c.idle, c.new),
+		fmt.Sprintf("accepted %d, closed %d", c.accepted, c.closed),
+	}
 }
 
 func requestText(f *frame) string {
-	return fmt.Sprintf("%4.0f ok/s, ok %6d, failed %4d%s", f.rps, f.ok, f.failed, kindsText(f.byKind))
-}
-
-func lbText(up bool) string {
-	if up {
-		return "sending"
+	s := fmt.Sprintf("%.0f ok/s, %d ok, %d failed", f.rps, f.ok, f.failed)
+	if k := kindsText(f.byKind); k != "" {
+		s += ": " + k
 	}
-	return "server taken out"
+	return s
 }
 
-// statsText shows drainhttp's own counters.
-func statsText(st *drainhttp.Stats) string {
-	return fmt.Sprintf("drained by decision %d, proactively %d, forced %d; GOAWAYs %d",
-		st.Drained["decision"], st.Drained["proactive"], st.Forced, st.GoAways)
+func lbText(f *frame) string {
+	if f.lbUp {
+		return "sending requests"
+	}
+	return "took the server out at " + fmtT(f.lbDown)
+}
+
+// drainReasons are the keys of drainhttp's Stats.Drained in the order the
+// display shows them; the first three, a drain's own, are always shown,
+// the others when not zero, and so are keys the demo does not know.
+var drainReasons = []string{"decision", "proactive", "window_end",
+	"health_check", "max_age", "max_requests", "goaway_chance", "shutdown", "close"}
+
+// drainedText shows drainhttp's drained counts, by reason.
+func drainedText(st *drainhttp.Stats) string {
+	var total uint64
+	for _, n := range st.Drained {
+		total += n
+	}
+	var parts []string
+	for i, r := range drainReasons {
+		if n := st.Drained[r]; i < 3 || n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", r, n))
+		}
+	}
+	for _, r := range slices.Sorted(maps.Keys(st.Drained)) {
+		if n := st.Drained[r]; n > 0 && !slices.Contains(drainReasons, r) {
+			parts = append(parts, fmt.Sprintf("%s %d", r, n))
+		}
+	}
+	return fmt.Sprintf("drained %d: %s", total, strings.Join(parts, ", "))
+}
+
+// forcedText shows drainhttp's other drain counters.
+func forcedText(st *drainhttp.Stats) string {
+	return fmt.Sprintf("forced %d, GOAWAYs %d", st.Forced, st.GoAways)
 }

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -277,7 +278,7 @@ func (m *metrics) record(r role, err error) {
 	key := r.String() + ", " + k.String()
 	m.mu.Lock()
 	if _, ok := m.examples[key]; !ok {
-		m.examples[key] = err.Error()
+		m.examples[key] = describe(err)
 	}
 	m.mu.Unlock()
 }
@@ -304,8 +305,18 @@ type balancer struct {
 	lastErr atomic.Value // string
 }
 
-func newBalancer(base string, every time.Duration) *balancer {
+// newBalancer returns a health checker of base/ready that adds the local
+// address of each connection it opens to probes.
+func newBalancer(base string, every time.Duration, probes *addrSet) *balancer {
 	tr := newTransport(false)
+	dial := tr.DialContext
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err == nil {
+			probes.add(c.LocalAddr().String())
+		}
+		return c, err
+	}
 	b := &balancer{url: base + "/ready", every: every, tr: tr, hc: &http.Client{Transport: tr, Timeout: every}}
 	b.up.Store(true)
 	return b
@@ -363,6 +374,21 @@ func (b *balancer) probe(ctx context.Context) error {
 		return &statusError{resp.StatusCode}
 	}
 	return nil
+}
+
+// describe describes a client error without the server's address, which
+// the display shows elsewhere: `Get "http://127.0.0.1:1234/work": EOF`
+// becomes "GET /work: EOF".
+func describe(err error) string {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return err.Error()
+	}
+	target := ue.URL
+	if u, perr := url.Parse(ue.URL); perr == nil {
+		target = u.RequestURI()
+	}
+	return strings.ToUpper(ue.Op) + " " + target + ": " + ue.Err.Error()
 }
 
 // shortError describes a probe error without its URL.

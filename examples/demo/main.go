@@ -94,6 +94,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -162,7 +163,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "demo: %v\n", err)
 		return 2
 	}
-	printHeader(stdout, cfg)
+	_, termWidth := terminal(stdout)
+	width := textWidth(termWidth)
+	printHeader(stdout, cfg, width)
 
 	var results []*result
 	for _, newServer := range []func(config, *connTracker) (*server, error){newDrainServer, newPlainServer} {
@@ -180,7 +183,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "demo: %s: %v\n", srv.name, err)
 			return 1
 		}
-		printResult(stdout, res)
+		printResult(stdout, res, width)
 		results = append(results, res)
 	}
 
@@ -189,7 +192,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "demo: chart: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "\nchart: %s\n\n", cfg.out)
+	// The path, and the same as a file:// URL, which terminals make a link
+	// of. Neither is wrapped.
+	fmt.Fprintf(stdout, "\nchart: %s\n       %s\n\n", cfg.out, fileURL(cfg.out))
 	drain, plain := results[0], results[1]
 	fmt.Fprintln(stdout, summaryLine(drain))
 	fmt.Fprintln(stdout, baselineLine(plain))
@@ -197,4 +202,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// fileURL returns the file:// URL of path, made absolute.
+func fileURL(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	p := filepath.ToSlash(path)
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p // a Windows drive letter: file:///C:/...
+	}
+	return (&url.URL{Scheme: "file", Path: p}).String()
 }

@@ -10,36 +10,46 @@ import (
 	"time"
 )
 
-// printHeader explains the scenario before it runs.
-func printHeader(w io.Writer, cfg config) {
-	fmt.Fprintf(w, `drainhttp demo: the same clients, the same signal, two servers.
-
-  %d clients on 127.0.0.1 (HTTP/1.1 and h2c, each with a keep-alive connection):
-  busy GET and POST clients, idle clients (a request every ~%v), streaming clients
-  (%d lines over %v). A load balancer probes /ready every %v, at the same instants
-  relative to the signal for both servers; at the first failed probe it takes the
-  server out: clients finish their current request and send no new one. Any request
-  that does not come back complete is a failure (refused = the listener was closed).
-
-  After %v of traffic, the signal (what SIGTERM would trigger, called in-process):
-    drainhttp: Server.Drain: /ready fails at once, the server keeps accepting for
-               DrainTime=%v while it closes connections gracefully, then each
-               connection gets DrainTimeout=%v.
-    net/http:  /ready fails, then http.Server.Shutdown with a %v grace period (the
-               same total), then Close: the textbook SIGTERM handler, no preStop delay.
-`, cfg.clients, idleEvery, streamLines, streamLines*streamEvery, cfg.probeInterval,
-		cfg.warmup, cfg.drainTime, cfg.drainTimeout, cfg.drainTime+cfg.drainTimeout)
+// printHeader explains the scenario before it runs, wrapped to width.
+func printHeader(w io.Writer, cfg config, width int) {
+	para := func(text string) { fmt.Fprint(w, wrapString(text, width, "  ", "  ")) }
+	// item is a paragraph under a name, with a hanging indent.
+	item := func(name, text string) {
+		fmt.Fprint(w, wrapString(text, width, fmt.Sprintf("    %-10s ", name), strings.Repeat(" ", 15)))
+	}
+	fmt.Fprint(w, wrapString("drainhttp demo: the same clients, the same signal, two servers.", width, "", ""))
+	fmt.Fprintln(w)
+	para(fmt.Sprintf("%d clients on 127.0.0.1 (HTTP/1.1 and h2c, each with a keep-alive connection): "+
+		"busy GET and POST clients, idle clients (a request every ~%v) and streaming clients (%d lines over %v).",
+		cfg.clients, idleEvery, streamLines, streamLines*streamEvery))
+	para(fmt.Sprintf("A load balancer probes /ready every %v, at the same instants relative to the signal for both servers, "+
+		"over a keep-alive connection of its own: each server has one connection more than there are clients. "+
+		"At the first failed probe it takes the server out: clients finish their current request and send no new one. "+
+		"Any request that does not come back complete is a failure (refused: the listener was closed).",
+		cfg.probeInterval))
+	fmt.Fprintln(w)
+	para(fmt.Sprintf("After %v of traffic, the signal (what SIGTERM would trigger, called in-process):", cfg.warmup))
+	item("drainhttp:", fmt.Sprintf("Server.Drain: /ready fails at once, the server keeps accepting for DrainTime=%v "+
+		"while it closes connections gracefully, then each connection gets DrainTimeout=%v.", cfg.drainTime, cfg.drainTimeout))
+	item("net/http:", fmt.Sprintf("/ready fails, then http.Server.Shutdown with a %v grace period (the same total), "+
+		"then Close: the textbook SIGTERM handler, no preStop delay.", cfg.drainTime+cfg.drainTimeout))
 }
 
 // printResult prints what a run lost, with one example error per client
-// kind and cause.
-func printResult(w io.Writer, r *result) {
-	fmt.Fprintf(w, "[%s] %d requests, %d ok, %d failed%s\n", r.server.name, r.requests, r.ok, r.failed(), kindsText(r.byKind))
+// kind and cause, wrapped to width.
+func printResult(w io.Writer, r *result, width int) {
+	line := fmt.Sprintf("[%s] %d requests, %d ok, %d failed", r.server.name, r.requests, r.ok, r.failed())
+	if k := kindsText(r.byKind); k != "" {
+		line += ": " + k
+	}
+	fmt.Fprint(w, wrapString(line, width, "", "    "))
 	for _, k := range slices.Sorted(maps.Keys(r.examples)) {
-		fmt.Fprintf(w, "[%s]   e.g. %s: %s\n", r.server.name, k, r.examples[k])
+		fmt.Fprint(w, wrapString("e.g. "+k+": "+r.examples[k], width, "    ", "        "))
 	}
 }
 
+// kindsText lists the failures by cause, "refused 64, reset 2"; empty if
+// there are none.
 func kindsText(byKind [numFailKinds]int64) string {
 	var parts []string
 	for k, n := range byKind {
@@ -47,10 +57,7 @@ func kindsText(byKind [numFailKinds]int64) string {
 			parts = append(parts, fmt.Sprintf("%s %d", failKind(k), n))
 		}
 	}
-	if len(parts) == 0 {
-		return ""
-	}
-	return " (" + strings.Join(parts, ", ") + ")"
+	return strings.Join(parts, ", ")
 }
 
 // printComparison prints the runs side by side.
@@ -76,6 +83,7 @@ func printComparison(w io.Writer, rs []*result) {
 		row("  "+k.String(), num(func(r *result) int64 { return r.byKind[k] }))
 	}
 	row("connections open at the signal", num(func(r *result) int64 { return r.atSignal.open }))
+	row("  the load balancer's", num(func(r *result) int64 { return r.atSignal.probe }))
 	row("connections accepted after it", num(func(r *result) int64 { return r.end.accepted - r.atSignal.accepted }))
 	row("connections closed after it", num((*result).closedAfterSignal))
 	row("load balancer noticed after", func(r *result) string {
@@ -86,13 +94,26 @@ func printComparison(w io.Writer, rs []*result) {
 	})
 	row("listener accepted for", func(r *result) string { return fmtDur(r.acceptedFor) })
 	row("stop returned after", func(r *result) string { return fmtDur(r.stopTook) })
-	row("drained (Stats: decision/proactive)", func(r *result) string {
-		if r.stats == nil {
-			return "-"
+	if len(rs) > 0 && rs[0].stats != nil {
+		drained := rs[0].stats.Drained
+		row("drained (drainhttp.Stats)", func(r *result) string {
+			if r.stats == nil {
+				return "-"
+			}
+			return fmt.Sprint(r.drained())
+		})
+		for i, reason := range drainReasons {
+			if i < 3 || drained[reason] > 0 {
+				row("  "+reason, func(r *result) string {
+					if r.stats == nil {
+						return "-"
+					}
+					return fmt.Sprint(r.stats.Drained[reason])
+				})
+			}
 		}
-		return fmt.Sprintf("%d/%d", r.stats.Drained["decision"], r.stats.Drained["proactive"])
-	})
-	row("force-closed at deadline (Stats)", func(r *result) string {
+	}
+	row("forced closed (drainhttp.Stats)", func(r *result) string {
 		if r.stats == nil {
 			return "-"
 		}
@@ -101,17 +122,19 @@ func printComparison(w io.Writer, rs []*result) {
 	tw.Flush()
 }
 
-// summaryLine is the drainhttp run's last line.
+// summaryLine is the drainhttp run's line for scripts; it fits 80
+// columns up to a million requests.
 func summaryLine(r *result) string {
-	return fmt.Sprintf("summary: requests=%d ok=%d failed=%d connections_drained=%d drain_seconds=%s",
-		r.requests, r.ok, r.failed(), r.drained(), secs(r.stopTook))
+	return fmt.Sprintf("summary: requests=%d failed=%d drained=%d seconds=%s",
+		r.requests, r.failed(), r.drained(), secs(r.stopTook))
 }
 
-// baselineLine is the net/http run's last line.
+// baselineLine is the net/http run's line for scripts, its failures by
+// cause (other is eof, timeout, status and other).
 func baselineLine(r *result) string {
 	other := r.failed() - r.byKind[failRefused] - r.byKind[failReset]
-	return fmt.Sprintf("baseline: requests=%d ok=%d failed=%d connections_closed=%d shutdown_seconds=%s refused=%d reset=%d other=%d",
-		r.requests, r.ok, r.failed(), r.closedAfterSignal(), secs(r.stopTook), r.byKind[failRefused], r.byKind[failReset], other)
+	return fmt.Sprintf("baseline: requests=%d failed=%d refused=%d reset=%d other=%d seconds=%s",
+		r.requests, r.failed(), r.byKind[failRefused], r.byKind[failReset], other, secs(r.stopTook))
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()) }

@@ -37,6 +37,7 @@ type frame struct {
 	rps      float64 // successful requests per second over the last second
 	byKind   [numFailKinds]int64
 	lbUp     bool
+	lbDown   time.Duration    // from the signal to the load balancer taking the server out, once it has
 	stopTook time.Duration    // from the signal until stop returned, once it has
 	stats    *drainhttp.Stats // drainhttp only
 }
@@ -85,7 +86,7 @@ func (r *result) drained() uint64 {
 type display interface {
 	start(signalAt time.Time)
 	update(f *frame)
-	event(msg string)
+	event(t time.Duration, msg string) // t since the signal
 	finish()
 }
 
@@ -104,7 +105,7 @@ func runScenario(ctx context.Context, cfg config, srv *server, disp display) (*r
 	start := time.Now()
 	signalAt := start.Add(cfg.warmup)
 	m := newMetrics()
-	lb := newBalancer(base, cfg.probeInterval)
+	lb := newBalancer(base, cfg.probeInterval, &srv.conns.probes)
 	clients := make([]*client, cfg.clients)
 	for i := range clients {
 		clients[i] = newClient(roleOf(i), base)
@@ -134,6 +135,9 @@ func runScenario(ctx context.Context, cfg config, srv *server, disp display) (*r
 		stopFinished atomic.Int64
 	)
 	disp.start(signalAt)
+	if srv.logs != nil {
+		srv.logs.listen(func(at time.Time, line string) { disp.event(at.Sub(signalAt), line) })
+	}
 
 	// The sampler records the timeline and feeds the display.
 	stopSampler := make(chan struct{})
@@ -146,6 +150,9 @@ func runScenario(ctx context.Context, cfg config, srv *server, disp display) (*r
 			now := time.Now()
 			s := sample{t: now.Sub(signalAt), conns: srv.conns.counts(), ok: m.ok.Load(), failed: m.failedTotal()}
 			f := &frame{sample: s, lbUp: lb.healthy()}
+			if !f.lbUp {
+				f.lbDown = lb.down().Sub(signalAt)
+			}
 			for k := range f.byKind {
 				f.byKind[k] = m.failed[k].Load()
 			}
@@ -180,8 +187,8 @@ func runScenario(ctx context.Context, cfg config, srv *server, disp display) (*r
 			}
 			if !f.lbUp && !lbAnnounced {
 				lbAnnounced = true
-				disp.event(fmt.Sprintf("load balancer: /ready probe failed (%v) %s after the signal: no new requests",
-					lb.lastErr.Load(), fmtDur(lb.down().Sub(signalAt))))
+				disp.event(f.lbDown, fmt.Sprintf("load balancer: /ready probe failed (%v): no new requests",
+					lb.lastErr.Load()))
 			}
 			disp.update(f)
 			select {
@@ -192,6 +199,9 @@ func runScenario(ctx context.Context, cfg config, srv *server, disp display) (*r
 		}
 	})
 	finish := func() {
+		if srv.logs != nil {
+			srv.logs.listen(nil)
+		}
 		close(stopSampler)
 		samplerWG.Wait()
 		disp.finish()
@@ -226,7 +236,8 @@ func runScenario(ctx context.Context, cfg config, srv *server, disp display) (*r
 	default:
 	}
 	res.atSignal = srv.conns.counts()
-	disp.event(fmt.Sprintf("signal: calling %s (%d connections open)", srv.action, res.atSignal.open))
+	disp.event(time.Since(signalAt), fmt.Sprintf("signal: calling %s; %d connections open (%d from clients, %d from the load balancer)",
+		srv.action, res.atSignal.open, res.atSignal.clients(), res.atSignal.probe))
 	stopping = true
 	stopStarted.Store(time.Now().UnixNano())
 	go func() { stopped <- srv.stop(ctx) }()
@@ -244,15 +255,15 @@ func runScenario(ctx context.Context, cfg config, srv *server, disp display) (*r
 			gotStopped, stoppedC = true, nil
 			stopFinished.Store(time.Now().UnixNano())
 			res.stopTook = time.Since(signalAt)
-			msg := fmt.Sprintf("%s returned after %s", srv.action, fmtDur(res.stopTook))
+			msg := srv.action + " returned"
 			if res.stopErr != nil {
 				msg += ": " + res.stopErr.Error()
 			}
-			disp.event(msg)
+			disp.event(res.stopTook, msg)
 		case servedErr = <-servedC:
 			gotServed, servedC = true, nil
 			servedAt = time.Now()
-			disp.event(fmt.Sprintf("listener closed %s after the signal", fmtDur(servedAt.Sub(signalAt))))
+			disp.event(servedAt.Sub(signalAt), "listener closed: Serve returned")
 		case <-ctx.Done():
 			return abort(ctx.Err())
 		case <-hang.C:
@@ -273,7 +284,7 @@ func runScenario(ctx context.Context, cfg config, srv *server, disp display) (*r
 	case <-clientsDone:
 	case <-ctx.Done():
 	case <-straggle.C:
-		disp.event("clients still running after the server stopped: cancelling them")
+		disp.event(time.Since(signalAt), "clients still running after the server stopped: cancelling them")
 	}
 	cancelRun()
 	<-clientsDone

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -35,6 +36,8 @@ type server struct {
 	// close stops the server at once, if the demo is interrupted.
 	close func() error
 	conns *connTracker
+	// logs receives drainhttp's log records, as text; nil for net/http.
+	logs *logSink
 }
 
 // protocols are the same for both servers: HTTP/1.1 and h2c.
@@ -48,12 +51,14 @@ func protocols() *http.Protocols {
 // newDrainServer returns a drainhttp.Server with the default (gradual)
 // strategy. On SIGTERM it runs Drain, as ServeUntilSignal does.
 func newDrainServer(cfg config, conns *connTracker) (*server, error) {
+	logs := new(logSink)
 	s := &drainhttp.Server{
 		Protocols:         protocols(),
 		ReadHeaderTimeout: 5 * time.Second,
 		ConnState:         conns.hook,
 		DrainTime:         cfg.drainTime,
 		DrainTimeout:      cfg.drainTimeout,
+		Logger:            slog.New(&logHandler{sink: logs}),
 	}
 	s.Handler = routes(s.ReadyHandler())
 	mgr, err := s.Manager() // also validates the options
@@ -77,6 +82,7 @@ func newDrainServer(cfg config, conns *connTracker) (*server, error) {
 		stats:    s.Stats,
 		close:    s.Close,
 		conns:    conns,
+		logs:     logs,
 	}, nil
 }
 
@@ -183,12 +189,18 @@ func stream(w http.ResponseWriter, r *http.Request) {
 // hook: the same instrument for both servers. Connections are keyed by
 // remote address, because an HTTP/2 connection may be reported through a
 // wrapper of the net.Conn that was accepted.
+//
+// The load balancer's health checker has a keep-alive connection of its
+// own, so a server has one connection more than there are clients: the
+// checker registers its connections' local addresses in probes, and counts
+// tells them apart. (A real server cannot; the demo's display can.)
 type connTracker struct {
 	mu       sync.Mutex
 	state    map[string]http.ConnState
 	byState  [http.StateClosed + 1]int64
 	accepted int64
 	closed   int64
+	probes   addrSet
 }
 
 func newConnTracker() *connTracker {
@@ -198,8 +210,12 @@ func newConnTracker() *connTracker {
 // connCounts is a snapshot of a connTracker.
 type connCounts struct {
 	open, new, active, idle int64
+	probe                   int64 // of open, the load balancer's
 	accepted, closed        int64
 }
+
+// clients is the number of open connections that are the clients'.
+func (c connCounts) clients() int64 { return c.open - c.probe }
 
 func (t *connTracker) hook(c net.Conn, s http.ConnState) {
 	key := c.RemoteAddr().String()
@@ -226,12 +242,41 @@ func (t *connTracker) hook(c net.Conn, s http.ConnState) {
 func (t *connTracker) counts() connCounts {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	var probe int64
+	for key := range t.state {
+		if t.probes.has(key) {
+			probe++
+		}
+	}
 	return connCounts{
 		open:     int64(len(t.state)),
 		new:      t.byState[http.StateNew],
 		active:   t.byState[http.StateActive],
 		idle:     t.byState[http.StateIdle],
+		probe:    probe,
 		accepted: t.accepted,
 		closed:   t.closed,
 	}
+}
+
+// addrSet is a set of addresses, safe for concurrent use. The zero value is
+// an empty set.
+type addrSet struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+func (s *addrSet) add(addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = make(map[string]bool)
+	}
+	s.m[addr] = true
+}
+
+func (s *addrSet) has(addr string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[addr]
 }
