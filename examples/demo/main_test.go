@@ -104,29 +104,6 @@ func TestDemoDrainhttpLosesNothingAndBaselineDoes(t *testing.T) {
 	}
 }
 
-func TestWriteChartPNG(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "chart.png")
-	cfg := config{clients: 1}
-	var rs []*result
-	for _, srv := range []*server{{name: "drainhttp", action: "Drain"}, {name: "net/http", action: "Shutdown"}} {
-		r := &result{server: srv, acceptedFor: time.Second}
-		for i := -10; i <= 20; i++ {
-			r.samples = append(r.samples, sample{t: time.Duration(i) * sampleEvery, conns: connCounts{open: int64(20 - i)}, ok: int64(10 * (i + 10))})
-		}
-		rs = append(rs, r)
-	}
-	if err := writeChart(path, cfg, rs); err != nil {
-		t.Fatal(err)
-	}
-	png, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")) {
-		t.Errorf("%s is not a PNG file", path)
-	}
-}
-
 func TestBadFlagsExitTwo(t *testing.T) {
 	for _, args := range [][]string{
 		{"-clients", "0"},
