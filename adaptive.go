@@ -98,13 +98,13 @@ type adaptive struct {
 	clock Clock
 	kick  chan struct{} // something changed: conditions to evaluate again
 
-	firstInFlight atomic.Int64 // connections whose first request runs
-	probeConns    atomic.Int64 // open connections whose first request was a probe
+	probeConns atomic.Int64 // open connections whose first request was a probe
 
 	mu          sync.Mutex
 	sources     map[string]*probeSource
-	drainStart  time.Time // zero until the drain starts
-	lastTraffic time.Time // accept time of the newest connection not a probe's
+	drainStart  time.Time          // zero until the drain starts
+	lastTraffic time.Time          // accept time of the newest connection not a probe's
+	pending     map[*conn]struct{} // connections whose first request has not ended: maybe probes
 }
 
 type probeSource struct {
@@ -114,7 +114,7 @@ type probeSource struct {
 
 func newAdaptive(s *Server, opts AdaptiveShutdown) *adaptive {
 	return &adaptive{s: s, opts: opts, clock: s.mgr.opts.Clock, kick: make(chan struct{}, 1),
-		sources: make(map[string]*probeSource)}
+		sources: make(map[string]*probeSource), pending: make(map[*conn]struct{})}
 }
 
 func (a *adaptive) wake() {
@@ -124,35 +124,60 @@ func (a *adaptive) wake() {
 	}
 }
 
+// A new connection is traffic, from its arrival, unless its first request
+// turns out to be a readiness probe: until that request has ended it is
+// pending, and counted as traffic that arrived when it did.
+
 // accepted is called for each new connection.
-func (a *adaptive) accepted(*conn) { a.wake() }
+func (a *adaptive) accepted(c *conn) {
+	a.mu.Lock()
+	a.pending[c] = struct{}{}
+	a.mu.Unlock()
+	a.wake()
+}
+
+// classify records whether c, no longer pending, was traffic.
+func (a *adaptive) classify(c *conn) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.pending[c]; !ok {
+		return
+	}
+	delete(a.pending, c)
+	if c.probe.Load() {
+		a.probeConns.Add(1)
+		return
+	}
+	if at := time.Unix(0, c.accepted); at.After(a.lastTraffic) {
+		a.lastTraffic = at
+	}
+}
 
 // closedConn is called when a connection goes away.
 func (a *adaptive) closedConn(c *conn) {
+	a.classify(c)
 	if c.probe.Load() {
 		a.probeConns.Add(-1)
 	}
 	a.wake()
 }
 
-// firstRequest is called when c's first request starts and ends.
-func (a *adaptive) firstRequest(c *conn, ended bool) {
-	if !ended {
-		a.firstInFlight.Add(1)
-		return
-	}
-	if c.probe.Load() {
-		a.probeConns.Add(1)
-	} else {
-		at := time.Unix(0, c.accepted)
-		a.mu.Lock()
-		if at.After(a.lastTraffic) {
-			a.lastTraffic = at
-		}
-		a.mu.Unlock()
-	}
-	a.firstInFlight.Add(-1)
+// firstRequestDone is called when c's first request has ended.
+func (a *adaptive) firstRequestDone(c *conn) {
+	a.classify(c)
 	a.wake()
+}
+
+// quietAtLocked returns when the quiet period ends: Quiet after the newest
+// traffic, pending connections included. a.mu is held.
+func (a *adaptive) quietAtLocked() time.Time {
+	last := a.lastTraffic
+	for c := range a.pending {
+		if at := time.Unix(0, c.accepted); at.After(last) {
+			last = at
+		}
+	}
+	return last.Add(a.opts.Quiet)
 }
 
 // probed records a readiness check from r, answered ready or not.
@@ -194,7 +219,8 @@ func (a *adaptive) forgetOldestLocked() {
 
 // released reports whether the load balancer has let go: every probe
 // source has seen Probes failures, and there has been no new traffic for
-// Quiet. If not, it returns when to look again at the latest.
+// Quiet. If not, it returns when the quiet period will be over, or zero
+// if it is (only a new probe can help then).
 func (a *adaptive) released(now time.Time) (bool, time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -204,12 +230,10 @@ func (a *adaptive) released(now time.Time) (bool, time.Time) {
 			probed = false
 		}
 	}
-	quietAt := a.lastTraffic.Add(a.opts.Quiet)
-	quiet := !now.Before(quietAt) && a.firstInFlight.Load() == 0
-	if !quiet && !quietAt.After(now) {
-		quietAt = now.Add(a.opts.Quiet) // a first request in flight: look again then
+	if quietAt := a.quietAtLocked(); now.Before(quietAt) {
+		return false, quietAt
 	}
-	return probed && quiet, quietAt
+	return probed, time.Time{}
 }
 
 // waitRelease waits, at most maxDelay, until the load balancer has let go,
@@ -228,7 +252,7 @@ func (a *adaptive) waitRelease(maxDelay time.Duration, hurry <-chan struct{}) st
 		case !now.Before(limit):
 			return "max_delay"
 		}
-		if next.After(limit) {
+		if next.IsZero() || next.After(limit) {
 			next = limit
 		}
 		if !a.sleep(next.Sub(now), hurry) {
@@ -246,14 +270,15 @@ func (a *adaptive) windowQuiet(stop <-chan struct{}) <-chan struct{} {
 		for {
 			now := a.clock.Now()
 			a.mu.Lock()
-			quietAt := a.lastTraffic.Add(a.opts.Quiet)
+			quietAt := a.quietAtLocked()
 			a.mu.Unlock()
 			open := int64(a.s.tracker.openCount()) - a.probeConns.Load()
-			if open <= 0 && a.firstInFlight.Load() == 0 && !now.Before(quietAt) {
+			if open <= 0 && !now.Before(quietAt) {
 				close(quiet)
 				return
 			}
-			wait := a.opts.Quiet
+			// Until the quiet period is over, or something changes.
+			wait := time.Hour
 			if quietAt.After(now) {
 				wait = quietAt.Sub(now)
 			}

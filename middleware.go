@@ -117,8 +117,7 @@ func (m *serverMiddleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	first := c.onRequest(m.s.mgr, w, r)
 	if a := m.s.adaptive; a != nil && first {
-		a.firstRequest(c, false)
-		defer a.firstRequest(c, true)
+		defer a.firstRequestDone(c)
 	}
 	if m.retry != nil && m.retry.reject(c, w, r) {
 		return

@@ -51,7 +51,16 @@ func (pipeAddr) String() string  { return "pipe" }
 // dial connects to the listener: it is refused once the listener is
 // closed.
 func (l *pipeListener) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	return l.dialFrom(ctx, nil)
+}
+
+// dialFrom is dial with the server's end reporting from as its remote
+// address (nil: "pipe").
+func (l *pipeListener) dialFrom(ctx context.Context, from net.Addr) (net.Conn, error) {
 	server, client := net.Pipe()
+	if from != nil {
+		server = addrConn{server, from}
+	}
 	select {
 	case l.conns <- server:
 		return client, nil
@@ -142,4 +151,22 @@ func (ps *pipeServer) onlyConn() *conn {
 		ps.t.Fatalf("%d connections open, want 1", len(conns))
 	}
 	return conns[0]
+}
+
+// addrConn is a pipe end with a remote address of its own.
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.remote }
+
+// clientFrom is client, with the connections coming from ip.
+func (ps *pipeServer) clientFrom(proto, ip string) *http.Client {
+	c := ps.client(proto)
+	from := &net.TCPAddr{IP: net.ParseIP(ip), Port: 40000}
+	c.Transport.(*http.Transport).DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return ps.l.dialFrom(ctx, from)
+	}
+	return c
 }
