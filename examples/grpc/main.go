@@ -7,11 +7,15 @@
 // it, and Watch streams end when their connection starts draining. Any
 // grpc-go service registers the same way.
 //
-//	go run . -drain-time 5s
+// From the repository root (go run does not pass SIGTERM on to the program,
+// so build it, or stop it with Ctrl-C):
+//
+//	go build -o /tmp/grpc-example ./examples/grpc
+//	/tmp/grpc-example -drain-time 5s &
 //	grpcurl -plaintext 127.0.0.1:50051 grpc.health.v1.Health/Check
 //	grpcurl -plaintext 127.0.0.1:50051 grpc.health.v1.Health/Watch
 //	curl 127.0.0.1:50051/ready
-//	kill -TERM <pid>        # or Ctrl-C; a second one makes the drain immediate
+//	kill -TERM $!           # or Ctrl-C; a second one makes the drain immediate
 //
 // Flags:
 //

@@ -36,10 +36,11 @@
 // -adaptive-probes times and no new connection has arrived for
 // -adaptive-quiet; the window, at most -drain-time, ends once no connection
 // is open and none has arrived for -adaptive-quiet. A server nobody probes
-// and nobody uses stops at once: Ctrl-C on an idle one exits 0 within about
-// a second, and at most -adaptive-quiet after its last connection arrived.
-// With -adaptive=false both are fixed: Ctrl-C on an idle server waits
-// -shutdown-delay + -drain-time + the listener close (about a second).
+// and nobody uses stops at once: Ctrl-C on one that no client has reached
+// exits 0 after the listener close alone (0.2s), and on one used a moment
+// ago, -adaptive-quiet after its last new connection. With -adaptive=false
+// both are fixed: Ctrl-C on an idle server waits -shutdown-delay +
+// -drain-time + the listener close, 15.2s with the defaults.
 //
 // Anything that GETs /ready on the admin port (a curl too) is a readiness
 // checker for the next minute: the delay then waits for its failed checks,
