@@ -2,9 +2,9 @@
 # What bench/rollout_nginx.sh, bench/rollout_caddy.sh and
 # bench/rollout_haproxy.sh share; they source it, it runs nothing by
 # itself. A trial there is: two backends (bench/cmd/backend) behind a proxy,
-# all on 127.0.0.1, wrk sending GET / and POST / (4 KiB body) in turn
-# through the proxy, SIGTERM to backend A in the middle of the load, then
-# everything stopped. Each trial counts the responses wrk saw by status, its
+# all on 127.0.0.1, wrk sending GET / or POST / (4 KiB body), each at
+# random, through the proxy, SIGTERM to backend A in the middle of the load,
+# then everything stopped. Each trial counts the responses wrk saw by status, its
 # socket errors, and prints backend A's summary line (time from SIGTERM to
 # exit, and for drainhttp its Stats).
 #
@@ -65,20 +65,20 @@ rollout_init() {
 	trap 'exit 130' INT TERM
 	go build -o "$work/backend" ./bench/cmd/backend
 	cat >"$work/load.lua" <<EOF
--- GET / and POST / (a body of $BODY bytes) in turn on each thread; counts
--- the responses by status.
+-- GET / or POST / (a body of $BODY bytes), each with probability 1/2
+-- (not in turn: a proxy's round robin would lock onto the alternation and
+-- send every POST to one backend); counts the responses by status.
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args)
   counts = {}
-  n = 0
+  math.randomseed(os.time() + os.clock() * 1000000)
   get = wrk.format("GET", "/")
   post = wrk.format("POST", "/", {["Content-Type"] = "application/octet-stream"}, string.rep("x", $BODY))
 end
 function delay() return $RATE_DELAY end
 function request()
-  n = n + 1
-  if n % 2 == 0 then return post end
+  if math.random() < 0.5 then return post end
   return get
 end
 function response(status, headers, body) counts[status] = (counts[status] or 0) + 1 end
@@ -211,11 +211,11 @@ trial_line() {
 	local p99 max
 	p99=$(awk '$1 == "99%" { print $2 }' "$dir/load.txt")
 	max=$(awk '$1 == "Latency" && NF >= 4 { print $4 }' "$dir/load.txt")
-	printf 'trial %2d %-9s requests=%s non2xx=%s sockerr=%s/%s/%s/%s statuses=%s p99=%s max=%s | A: exit=%s goaways=%s drained=%s forced=%s bad_bodies=%s%s\n' \
+	printf 'trial %2d %-9s requests=%s non2xx=%s sockerr=%s/%s/%s/%s statuses=%s p99=%s max=%s | A: exit=%s gets=%s posts=%s goaways=%s drained=%s forced=%s bad_bodies=%s%s\n' \
 		"$n" "$mode" "$(field requests "$load")" "$(field non2xx "$load")" \
 		"$(field connect "$load")" "$(field read "$load")" "$(field write "$load")" "$(field timeout "$load")" \
 		"$(sed -n 's/.*statuses= *//p' <<<"$load" | tr ' ' ',')" "${p99:-?}" "${max:-?}" \
-		"$(field sigterm_to_exit "$sum")" "$(field goaways "$sum")" "$(field drained "$sum")" "$(field forced "$sum")" \
+		"$(field sigterm_to_exit "$sum")" "$(field gets "$sum")" "$(field posts "$sum")" "$(field goaways "$sum")" "$(field drained "$sum")" "$(field forced "$sum")" \
 		"$(field bad_bodies "$sum")" "$(phases_of "$sum")${extra:+ | $extra}"
 }
 

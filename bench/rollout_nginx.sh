@@ -124,7 +124,7 @@ tee_pid=$!
 	echo "# tree: $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(git status --porcelain -- . ':!bench' 2>/dev/null | wc -l) files outside bench/ changed or new since"
 	echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "# nginx 127.0.0.1:$PORT -> A :$PA, B :$PB (upstream keepalive 32, HTTP/1.1, default proxy_next_upstream)"
-	echo "# load: wrk -t1 -c$CONNS -d${LOAD}s, GET / and POST / (${BODY} B body) in turn, ${RATE_DELAY} ms between a response and the next request per connection; handler work $WORK"
+	echo "# load: wrk -t1 -c$CONNS -d${LOAD}s, GET / or POST / (${BODY} B body) at random, ${RATE_DELAY} ms between a response and the next request per connection; handler work $WORK"
 	echo "# SIGTERM to A at ${KILL_AT}s; drainhttp: gradual, drain time $DRAIN_TIME, drain timeout $DRAIN_TIMEOUT, shutdown delay $SHUTDOWN_DELAY; plain: Shutdown at once (context $DRAIN_TIMEOUT)"
 	echo "# trial line: requests, non2xx, sockerr=connect/read/write/timeout (wrk), statuses; A: exit = SIGTERM to exit, Stats (drainhttp), phases (start after SIGTERM, cause)"
 }
