@@ -65,14 +65,26 @@
 // # Output
 //
 // On a terminal, progress bars (github.com/vbauerster/mpb) show the drain
-// window, the connections by state, requests per second and failures; when
-// stdout is not a terminal, one plain line per second. Then a side-by-side
-// table, the path of the chart (gonum.org/v1/plot: open connections,
-// successful requests per second and cumulative failures over time, both
-// servers), and two lines:
+// window, the connections by state (the load balancer's told apart from
+// the clients': it has a keep-alive connection of its own, so a server has
+// one connection more than there are clients), requests per second and
+// failures, and drainhttp's own Stats; events, and drainhttp's Info logs,
+// show above them with their time since the signal. When stdout is not a
+// terminal, the same every second in plain lines. Text is laid out in the
+// terminal's width (from golang.org/x/term; at most 100 columns), or in 80
+// columns when it is not known, and wrapped at spaces only.
 //
-//	summary: requests=N ok=N failed=N connections_drained=N drain_seconds=X
-//	baseline: requests=N ok=N failed=N connections_closed=N shutdown_seconds=X refused=N reset=N other=N
+// Then a side-by-side table, the path of the chart (gonum.org/v1/plot:
+// open connections, successful requests per second and cumulative failures
+// over time, both servers), also as a file:// URL, and two lines:
+//
+//	summary: requests=N failed=N drained=N seconds=X
+//	baseline: requests=N failed=N refused=N reset=N other=N seconds=X
+//
+// summary is drainhttp's run: drained is the number of connections its
+// Stats counted as drained, seconds the time Drain took. baseline is
+// net/http's: its failures by cause (other is eof, timeout, status and
+// other), and the time Shutdown took.
 //
 // The exit code is 0 if drainhttp failed no request, 1 if it failed some or
 // the demo could not run, and 2 for bad flags.
@@ -124,7 +136,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.IntVar(&cfg.clients, "clients", 24, "number of clients, spread over six kinds (busy GET/POST over HTTP/1.1 and h2c, idle, streaming)")
+	fs.IntVar(&cfg.clients, "clients", 24, "clients: busy GET and POST (HTTP/1.1, h2c), idle, streaming")
 	fs.DurationVar(&cfg.warmup, "warmup", 3*time.Second, "traffic before the signal")
 	fs.DurationVar(&cfg.drainTime, "drain-time", 6*time.Second, "drainhttp's drain window (DrainTime)")
 	fs.DurationVar(&cfg.drainTimeout, "drain-timeout", 3*time.Second, "drainhttp's per-connection deadline (DrainTimeout)")
