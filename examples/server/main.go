@@ -17,7 +17,7 @@
 //	curl -s localhost:9901/status; echo              # phase, readiness, connections
 //	kill -HUP $old; wait $old; echo "exit $?"        # hot restart: the old process hands over, exit 0
 //	curl -si localhost:8080/ | grep -i x-server-pid  # served by the new process
-//	curl -sN localhost:8080/ 'localhost:8080/stream?n=100&every=100ms' &  # one connection: ok, a stream
+//	curl -sN 'localhost:8080/stream?n=100&every=100ms' &  # a stream, 10s long
 //	sleep 1; new=$(cat /tmp/server.pid); kill -TERM $new  # drains; the stream stops early
 //	tail --pid=$new -f /dev/null                     # until it has drained and exited 0
 //
@@ -44,10 +44,7 @@
 //
 // Anything that GETs /ready on the admin port (a curl too) is a readiness
 // checker for the next minute: the delay then waits for its failed checks,
-// or for -shutdown-delay. /status is not a check. A connection counts as
-// traffic once its first request has been answered (until then it may be
-// a probe's), so a stream that is its connection's first request keeps the
-// delay going to -shutdown-delay: hence the "ok" before the stream above.
+// or for -shutdown-delay. /status is not a check.
 //
 // It also runs under systemd, with socket activation or without: see
 // examples/systemd; and on Kubernetes: see examples/kubernetes.
