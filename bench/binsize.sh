@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Binary size: a hello-world server built with -ldflags='-s -w', on a plain
-# http.Server (bench/cmd/hello/nethttp; nethttp-shutdown adds the
-# signal.NotifyContext and Shutdown a plain program needs to stop
-# gracefully) and on drainhttp.Server used as the README shows it
+# http.Server (bench/cmd/hello/nethttp, the goal's baseline;
+# nethttp-shutdown adds the signal.NotifyContext and Shutdown a plain
+# program needs to stop gracefully, nethttp-slog one log/slog record on top)
+# and on drainhttp.Server used as the README shows it
 # (bench/cmd/hello/drainhttp), with each toolchain. Goal: drainhttp at most
-# 0.6 MB (600 000 bytes) larger than the plain one.
+# 0.6 MB (600 000 bytes) larger than nethttp.
 #
 #   bench/binsize.sh
 #
@@ -47,20 +48,23 @@ pkgsizes() {
 
 {
 	echo "# bench/binsize.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ); $(uname -m); tree: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-	echo "# go build -ldflags='-s -w' ./bench/cmd/hello/{nethttp,nethttp-shutdown,drainhttp}; sizes in bytes (MB = 10^6 B)"
-	printf '%-10s %12s %18s %12s %22s %22s  %s\n' go nethttp nethttp-shutdown drainhttp "drainhttp - nethttp" "- nethttp-shutdown" "goal <= 600000"
+	echo "# go build -ldflags='-s -w' ./bench/cmd/hello/{nethttp,nethttp-shutdown,nethttp-slog,drainhttp}; sizes in bytes (MB = 10^6 B)"
+	printf '%-10s %10s %17s %13s %10s %21s %20s %20s  %s\n' go nethttp nethttp-shutdown nethttp-slog drainhttp "drainhttp - nethttp" "- nethttp-shutdown" "- nethttp-slog" "goal <= 600000"
 	for tc in $TOOLCHAINS; do
 		gov=$(GOTOOLCHAIN=$tc go env GOVERSION)
-		for p in nethttp nethttp-shutdown drainhttp; do
+		for p in nethttp nethttp-shutdown nethttp-slog drainhttp; do
 			GOTOOLCHAIN=$tc go build -ldflags='-s -w' -o "$work/$gov-$p" ./bench/cmd/hello/$p
 			GOTOOLCHAIN=$tc go build -o "$work/$gov-$p.full" ./bench/cmd/hello/$p
 		done
 		a=$(stat -c %s "$work/$gov-nethttp")
 		b=$(stat -c %s "$work/$gov-nethttp-shutdown")
+		l=$(stat -c %s "$work/$gov-nethttp-slog")
 		c=$(stat -c %s "$work/$gov-drainhttp")
 		verdict=met
 		[ $((c - a)) -le 600000 ] || verdict=missed
-		printf '%-10s %12d %18d %12d %13d (%.2f MB) %13d (%.2f MB)  %s\n' "$gov" "$a" "$b" "$c" $((c - a)) "$(echo "($c - $a) / 1000000" | bc -l)" $((c - b)) "$(echo "($c - $b) / 1000000" | bc -l)" "$verdict"
+		mb() { awk -v d="$1" 'BEGIN { printf "%.2f", d / 1e6 }'; }
+		printf '%-10s %10d %17d %13d %10d %11d (%s MB) %10d (%s MB) %10d (%s MB)  %s\n' "$gov" "$a" "$b" "$l" "$c" \
+			$((c - a)) "$(mb $((c - a)))" $((c - b)) "$(mb $((c - b)))" $((c - l)) "$(mb $((c - l)))" "$verdict"
 	done
 	for tc in $TOOLCHAINS; do
 		gov=$(GOTOOLCHAIN=$tc go env GOVERSION)
@@ -69,9 +73,12 @@ pkgsizes() {
 		comm -13 <(GOTOOLCHAIN=$tc go list -deps ./bench/cmd/hello/nethttp-shutdown | sort) \
 			<(GOTOOLCHAIN=$tc go list -deps ./bench/cmd/hello/drainhttp | sort) | grep -v '^github.com/drainhttp/drainhttp/bench' | sed 's/^/  /'
 		echo
-		echo "## $gov: symbol bytes by package, drainhttp minus nethttp-shutdown (unstripped builds, go tool nm -size), top $TOP"
-		join -a1 -a2 -e0 -o 0,1.2,2.2 <(pkgsizes "$work/$gov-nethttp-shutdown.full") <(pkgsizes "$work/$gov-drainhttp.full") |
-			awk '{ d = $3 - $2; t += d; if (d != 0) print d, $1, $2, $3 } END { print t, "(all)", "-", "-" }' |
-			sort -k1,1nr | head -"$TOP" | awk '{ printf "  %+9d  %-50s %9s -> %s\n", $1, $2, $3, $4 }'
+		for b in nethttp-shutdown nethttp-slog; do
+			echo "## $gov: symbol bytes by package, drainhttp minus $b (unstripped builds, go tool nm -size), top $TOP"
+			join -a1 -a2 -e0 -o 0,1.2,2.2 <(pkgsizes "$work/$gov-$b.full") <(pkgsizes "$work/$gov-drainhttp.full") |
+				awk '{ d = $3 - $2; t += d; if (d != 0) print d, $1, $2, $3 } END { print t, "(all)", "-", "-" }' |
+				sort -k1,1nr | head -"$TOP" | awk '{ printf "  %+9d  %-50s %9s -> %s\n", $1, $2, $3, $4 }'
+			echo
+		done
 	done
 } 2>&1 | tee "$OUT"

@@ -11,9 +11,10 @@
 # recorded (runtime.MemProfileRate = 1) writes heap profiles and, per
 # protocol, the drainhttp-minus-net/http inuse_space difference by
 # allocation site (go tool pprof -diff_base), in bytes and bytes per
-# connection.
+# connection, then the same grouped by what it is for (memconn -sites),
+# and the goroutines each server holds.
 #
-# Environment (defaults in brackets): N [2000] connections, REPEATS [5],
+# Environment (defaults in brackets): N [5000] connections, REPEATS [5],
 # PROTOS [h1,h2,h2c], TOOLCHAINS ["local go1.27.3"] (GOTOOLCHAIN values;
 # local is this machine's go), PROFILE [1],
 # OUT [bench/results/memconn] (files OUT-GOVERSION.txt,
@@ -21,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-N=${N:-2000}
+N=${N:-5000}
 REPEATS=${REPEATS:-5}
 PROTOS=${PROTOS:-h1,h2,h2c}
 TOOLCHAINS=${TOOLCHAINS:-local go1.27.3}
@@ -74,6 +75,9 @@ for tc in $TOOLCHAINS; do
 				awk -v n="$N" '
 					/^ *-?[0-9.]+B / { f = $1; sub(/B$/, "", f); printf "%9.1f B/conn  %s\n", f / n, $0; next }
 					{ print }'
+			echo
+			echo "## $p: the same by site and by what it is for (memconn -sites)"
+			"$work/memconn-$gov" -sites -n "$N" "$prof/$p-nethttp-r1.pb.gz" "$prof/$p-drainhttp-r1.pb.gz"
 			echo
 			echo "## $p: goroutines by stack, drainhttp (net/http: $p-nethttp-r1.goroutines.txt)"
 			for s in drainhttp nethttp; do

@@ -19,6 +19,9 @@
 #   STREAMS [10]    h2load -m (concurrent streams per connection)
 #   THREADS [nproc] wrk -t and h2load -t
 #   PROTOS ["http1 h2c"]
+#   SERVERS ["nethttp drainhttp"]  in this order in every round; ratios are
+#                   to the first. nethttp-tcp is net/http on a TCP listener
+#                   without Multipath TCP, as drainhttp listens
 #   ADDR [127.0.0.1:18080]
 #   OUT [bench/results/throughput.txt]
 #
@@ -43,7 +46,7 @@ PROTOS=${PROTOS:-http1 h2c}
 ADDR=${ADDR:-127.0.0.1:18080}
 OUT=${OUT:-bench/results/throughput.txt}
 URL="http://$ADDR/"
-SERVERS="nethttp drainhttp"
+SERVERS=${SERVERS:-nethttp drainhttp}
 
 if ! command -v wrk >/dev/null || ! command -v h2load >/dev/null; then
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -128,7 +131,7 @@ echo "# bench/throughput.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "# $(go version); $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')); kernel $(uname -r)"
 echo "# tree: $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(git status --porcelain -- . ':!bench' 2>/dev/null | wc -l) files outside bench/ changed or new since"
 echo "# $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2); $(h2load --version | head -1)"
-echo "# $ROUNDS rounds x ${DURATION}s runs after ${WARMUP}s warm-up, order nethttp drainhttp in every round;"
+echo "# $ROUNDS rounds x ${DURATION}s runs after ${WARMUP}s warm-up, order $SERVERS in every round;"
 echo "# wrk -t$THREADS -c$CONNS; h2load -t$THREADS -c$H2CONNS -m$STREAMS; nothing pinned, server GOMAXPROCS=$(nproc)"
 echo
 printf '%-5s %-6s %-10s %12s %10s %12s %8s  %s\n' round proto server req/s errors req/cpu-s cpu% "load (1 5 15 min)"
@@ -151,28 +154,30 @@ done
 echo "# load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo
-echo "# ratio = drainhttp / nethttp within each round; median (min..max) over $ROUNDS rounds"
-printf '%-6s %12s %12s %24s %24s\n' proto nethttp-rps drainhttp-rps "req/s ratio" "req/cpu-s ratio"
-awk '
+base=${SERVERS%% *}
+echo "# ratio = server / $base within each round; median (min..max) over $ROUNDS rounds"
+printf '%-6s %-12s %12s %12s %24s %24s\n' proto server "$base-rps" rps "req/s ratio" "req/cpu-s ratio"
+awk -v base="$base" -v servers="$SERVERS" '
 	function median(a, n,   i, j, t, b) {
 		for (i = 1; i <= n; i++) b[i] = a[i]
 		for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (b[j] < b[i]) { t = b[i]; b[i] = b[j]; b[j] = t }
 		return n % 2 ? b[(n + 1) / 2] : (b[n / 2] + b[n / 2 + 1]) / 2
 	}
-	$1 ~ /^[0-9]+$/ { rps[$2, $3, $1] = $4; eff[$2, $3, $1] = $6; err[$2] += $5; rounds[$1] = 1; if (!($2 in seen)) { seen[$2] = 1; order[++np] = $2 } }
+	$1 ~ /^[0-9]+$/ { rps[$2, $3, $1] = $4; eff[$2, $3, $1] = $6; err[$2, $3] += $5; rounds[$1] = 1; if (!($2 in seen)) { seen[$2] = 1; order[++np] = $2 } }
 	END {
-		for (pi = 1; pi <= np; pi++) {
-			p = order[pi]; n = 0; lo = 1e9; hi = 0; lo2 = 1e9; hi2 = 0; below = 0
+		ns = split(servers, S, " ")
+		for (pi = 1; pi <= np; pi++) for (si = 2; si <= ns; si++) {
+			p = order[pi]; s = S[si]; n = 0; lo = 1e9; hi = 0; lo2 = 1e9; hi2 = 0; below = 0
 			for (r in rounds) {
-				if (!((p, "nethttp", r) in rps) || !((p, "drainhttp", r) in rps)) continue
+				if (!((p, base, r) in rps) || !((p, s, r) in rps)) continue
 				n++
-				a[n] = rps[p, "nethttp", r]; b[n] = rps[p, "drainhttp", r]
-				x[n] = b[n] / a[n]; y[n] = eff[p, "drainhttp", r] / eff[p, "nethttp", r]
+				a[n] = rps[p, base, r]; b[n] = rps[p, s, r]
+				x[n] = b[n] / a[n]; y[n] = eff[p, s, r] / eff[p, base, r]
 				if (x[n] < lo) lo = x[n]; if (x[n] > hi) hi = x[n]
 				if (y[n] < lo2) lo2 = y[n]; if (y[n] > hi2) hi2 = y[n]
 				if (x[n] < 0.99) below++
 			}
-			printf "%-6s %12.0f %12.0f %8.3f (%.3f..%.3f) %8.3f (%.3f..%.3f)   %d of %d rounds below 0.99, %d errors\n",
-				p, median(a, n), median(b, n), median(x, n), lo, hi, median(y, n), lo2, hi2, below, n, err[p]
+			printf "%-6s %-12s %12.0f %12.0f %8.3f (%.3f..%.3f) %8.3f (%.3f..%.3f)   %d of %d rounds below 0.99, %d errors\n",
+				p, s, median(a, n), median(b, n), median(x, n), lo, hi, median(y, n), lo2, hi2, below, n, err[p, s] + err[p, base]
 		}
 	}' "$work/runs.txt"

@@ -57,7 +57,7 @@ import (
 // counters is what both modes count.
 type counters struct {
 	gets, posts, readys, ready503, badBodies atomic.Uint64
-	accepted, closed                         atomic.Uint64
+	accepted                                 atomic.Uint64
 }
 
 // sigClock holds the moment SIGTERM arrived, for stamping events.
@@ -131,11 +131,8 @@ func main() {
 	protos.SetUnencryptedHTTP2(true)
 
 	connState := func(c net.Conn, st http.ConnState) {
-		switch st {
-		case http.StateNew:
+		if st == http.StateNew {
 			n.accepted.Add(1)
-		case http.StateClosed, http.StateHijacked:
-			n.closed.Add(1)
 		}
 		if !*trace {
 			return
@@ -247,9 +244,9 @@ func main() {
 		os.Exit(2)
 	}
 	exit := clk.since(time.Now())
-	fmt.Printf("summary name=%s mode=%s sigterm_to_exit=%.3fs gets=%d posts=%d readys=%d ready503=%d bad_bodies=%d conns_accepted=%d conns_closed=%d %s\n",
+	fmt.Printf("summary name=%s mode=%s sigterm_to_exit=%.3fs gets=%d posts=%d readys=%d ready503=%d bad_bodies=%d conns_accepted=%d %s\n",
 		*name, *mode, exit.Seconds(), n.gets.Load(), n.posts.Load(), n.readys.Load(), n.ready503.Load(), n.badBodies.Load(),
-		n.accepted.Load(), n.closed.Load(), summary)
+		n.accepted.Load(), summary)
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		fail(err)
 	}

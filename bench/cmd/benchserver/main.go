@@ -5,6 +5,9 @@
 // the server that -server names:
 //
 //	nethttp     a plain http.Server: ListenAndServe, and Shutdown on SIGTERM
+//	nethttp-tcp the same on a plain TCP listener (Multipath TCP off), the
+//	            way drainhttp's ListenAndServe listens: to tell the
+//	            listener's part from the rest
 //	drainhttp   a drainhttp.Server as the README shows it: Addr, Handler,
 //	            DrainTime, DrainTimeout, Logger, and
 //	            ListenAndServeUntilSignal
@@ -72,11 +75,11 @@ func main() {
 	protos.SetUnencryptedHTTP2(true)
 
 	switch *which {
-	case "nethttp":
+	case "nethttp", "nethttp-tcp":
 		if *adminAddr != "" {
 			fatal(errors.New("-admin needs -server drainhttp"))
 		}
-		serveNetHTTP(&http.Server{Addr: *addr, Handler: mux, Protocols: &protos})
+		serveNetHTTP(&http.Server{Addr: *addr, Handler: mux, Protocols: &protos}, *which == "nethttp-tcp")
 	case "drainhttp":
 		st, err := drainhttp.ParseStrategy(*strategy)
 		if err != nil {
@@ -103,17 +106,27 @@ func main() {
 			fatal(err)
 		}
 	default:
-		fatal(fmt.Errorf("unknown -server %q (want nethttp or drainhttp)", *which))
+		fatal(fmt.Errorf("unknown -server %q (want nethttp, nethttp-tcp or drainhttp)", *which))
 	}
 }
 
-// serveNetHTTP is the plain program: ListenAndServe until SIGTERM or
-// SIGINT, then Shutdown.
-func serveNetHTTP(srv *http.Server) {
+// serveNetHTTP is the plain program: ListenAndServe (or Serve on a TCP
+// listener) until SIGTERM or SIGINT, then Shutdown.
+func serveNetHTTP(srv *http.Server, tcp bool) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	if tcp {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(false)
+		l, err := lc.Listen(ctx, "tcp", srv.Addr)
+		if err != nil {
+			fatal(err)
+		}
+		go func() { errc <- srv.Serve(l) }()
+	} else {
+		go func() { errc <- srv.ListenAndServe() }()
+	}
 	fmt.Fprintf(os.Stderr, "benchserver: nethttp on %s\n", srv.Addr)
 	select {
 	case err := <-errc:

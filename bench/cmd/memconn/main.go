@@ -31,6 +31,9 @@
 // measurement is written to DIR/PROTO-SERVER-rREPEAT.pb.gz, for
 // go tool pprof -diff_base. Profiled runs are slower, and their figures
 // are kept apart from the unprofiled ones by the script.
+//
+// memconn -sites -n N NETHTTP.pb.gz DRAINHTTP.pb.gz compares two such
+// profiles by allocation site, per connection (see sites).
 package main
 
 import (
@@ -77,18 +80,34 @@ type mem struct {
 
 func (m mem) total() float64 { return float64(m.HeapInuse + m.StackInuse) }
 
+// live counts the heap's live objects instead of its spans in use: it
+// leaves out the free space of partly used spans, which varies from run
+// to run with what the TLS handshakes left behind.
+func (m mem) live() float64 { return float64(m.HeapAlloc + m.StackInuse) }
+
 func main() {
 	serve := flag.Bool("serve", false, "be the server process (started by memconn itself)")
 	which := flag.String("server", "", "-serve: nethttp or drainhttp")
 	proto := flag.String("proto", "", "-serve: h1, h2 or h2c")
 	addr := flag.String("addr", "127.0.0.1:18090", "server `address`")
 	statsAddr := flag.String("stats", "127.0.0.1:18091", "server's measurement `address`")
-	n := flag.Int("n", 2000, "idle connections")
+	n := flag.Int("n", 5000, "idle connections")
 	repeats := flag.Int("repeats", 5, "repeats per protocol")
 	protos := flag.String("protos", "h1,h2,h2c", "protocols, comma-separated")
 	profile := flag.String("profile", "", "`dir`ectory for heap profiles (servers record every allocation)")
 	settle := flag.Duration("settle", 500*time.Millisecond, "pause after the connections are open, before measuring")
+	sitesMode := flag.Bool("sites", false, "compare two heap profiles given as arguments (net/http's, then drainhttp's, taken with -n connections) by allocation site")
+	minSite := flag.Float64("min", 8, "-sites: leave out sites under this many bytes per connection")
 	flag.Parse()
+	if *sitesMode {
+		if flag.NArg() != 2 {
+			fatal(errors.New("-sites wants two heap profiles: net/http's, then drainhttp's"))
+		}
+		if err := sites(flag.Arg(0), flag.Arg(1), *n, *minSite); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if *serve {
 		runServer(*which, *proto, *addr, *statsAddr, *profile != "")
 		return
@@ -217,8 +236,8 @@ func (r result) perConn(n int) float64 { return (r.after.total() - r.before.tota
 
 func (c *client) run(protos []string, repeats int) error {
 	fmt.Printf("# memconn: %d idle connections per run, %d repeats per protocol; measurements: HeapInuse+StackInuse after 5 GCs, in the server process\n", c.n, repeats)
-	fmt.Printf("# %-4s %-3s %-9s %11s %11s %11s %11s %8s %8s %10s\n", "proto", "rep", "server", "heap0", "stack0", "heapN", "stackN", "gor0", "gorN", "B/conn")
-	type sum struct{ added, marginal, addedHeap, addedStack, addedGor []float64 }
+	fmt.Printf("# %-4s %-3s %-9s %11s %11s %11s %11s %11s %8s %8s %10s\n", "proto", "rep", "server", "heap0", "stack0", "heapN", "stackN", "heapAllocN", "gor0", "gorN", "B/conn")
+	type sum struct{ added, marginal, addedHeap, addedStack, addedLive, addedGor []float64 }
 	sums := map[string]*sum{}
 	var goVersion string
 	for _, proto := range protos {
@@ -237,8 +256,8 @@ func (c *client) run(protos []string, repeats int) error {
 				}
 				res[which] = r
 				goVersion = r.after.Go
-				fmt.Printf("  %-4s %-3d %-9s %11d %11d %11d %11d %8d %8d %10.0f\n", proto, rep, which,
-					r.before.HeapInuse, r.before.StackInuse, r.after.HeapInuse, r.after.StackInuse,
+				fmt.Printf("  %-4s %-3d %-9s %11d %11d %11d %11d %11d %8d %8d %10.0f\n", proto, rep, which,
+					r.before.HeapInuse, r.before.StackInuse, r.after.HeapInuse, r.after.StackInuse, r.after.HeapAlloc,
 					r.before.Goroutines, r.after.Goroutines, r.perConn(c.n))
 			}
 			d, p := res["drainhttp"], res["nethttp"]
@@ -250,15 +269,19 @@ func (c *client) run(protos []string, repeats int) error {
 			s.addedHeap = append(s.addedHeap, (float64(d.after.HeapInuse)-float64(p.after.HeapInuse))/n)
 			s.addedStack = append(s.addedStack, (float64(d.after.StackInuse)-float64(p.after.StackInuse))/n)
 			s.addedGor = append(s.addedGor, float64(d.after.Goroutines-p.after.Goroutines)/n)
-			fmt.Printf("  %-4s %-3d added %.0f B/conn (heap %.0f, stack %.0f, goroutines %+.2f/conn); marginal %.0f B/conn\n",
-				proto, rep, added, s.addedHeap[len(s.addedHeap)-1], s.addedStack[len(s.addedStack)-1], s.addedGor[len(s.addedGor)-1], marginal)
+			s.addedLive = append(s.addedLive, (d.after.live()-p.after.live())/n)
+			fmt.Printf("  %-4s %-3d added %.0f B/conn (heap %.0f, stack %.0f, goroutines %+.2f/conn); live %.0f B/conn; marginal %.0f B/conn\n",
+				proto, rep, added, s.addedHeap[len(s.addedHeap)-1], s.addedStack[len(s.addedStack)-1], s.addedGor[len(s.addedGor)-1],
+				s.addedLive[len(s.addedLive)-1], marginal)
 		}
 	}
 	fmt.Printf("\n# summary (%s, %d connections): per idle connection, drainhttp over net/http; median (min..max) over %d repeats\n", goVersion, c.n, repeats)
-	fmt.Printf("%-5s %22s %22s %22s %22s %12s\n", "proto", "added B/conn", "of which heap", "of which stack", "marginal B/conn", "goroutines")
+	fmt.Printf("# added: (HeapInuse+StackInuse of drainhttp - of net/http) / N, the goal's figure, split into heap and stack;\n")
+	fmt.Printf("# live: the same with HeapAlloc for HeapInuse; marginal: each server's growth from its 0-connection baseline\n")
+	fmt.Printf("%-5s %22s %22s %22s %22s %22s %11s\n", "proto", "added B/conn", "of which heap", "of which stack", "live B/conn", "marginal B/conn", "goroutines")
 	for _, proto := range protos {
 		s := sums[proto]
-		fmt.Printf("%-5s %22s %22s %22s %22s %12s\n", proto, stat(s.added), stat(s.addedHeap), stat(s.addedStack), stat(s.marginal), fmt.Sprintf("%+.2f", median(s.addedGor)))
+		fmt.Printf("%-5s %22s %22s %22s %22s %22s %11s\n", proto, stat(s.added), stat(s.addedHeap), stat(s.addedStack), stat(s.addedLive), stat(s.marginal), fmt.Sprintf("%+.2f", median(s.addedGor)))
 	}
 	return nil
 }
