@@ -379,7 +379,7 @@ type status struct {
 	State         string     `json:"state"`
 	ShutdownDelay string     `json:"shutdown_delay"`
 	Started       *time.Time `json:"started"` // the drain window's start; nil before
-	Connections struct {
+	Connections   struct {
 		Accepted  uint64            `json:"accepted"`
 		OpenTotal int64             `json:"open_total"`
 		Drained   map[string]uint64 `json:"drained"`

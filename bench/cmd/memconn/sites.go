@@ -30,7 +30,7 @@ func sites(basePath, drainPath string, n int, min float64) error {
 		return err
 	}
 	type row struct {
-		key, group string
+		key, group  string
 		bytes, objs float64
 	}
 	var rows []row
