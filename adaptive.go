@@ -44,11 +44,13 @@ const maxProbeSources = 64
 // latest after ShutdownDelay:
 //
 //  1. ReadyHandler has answered 503 at least Probes times to every probe
-//     source, a remote IP address that requested it during the delay or
-//     in the minute before the drain started: every checker (kubelet,
-//     HAProxy, a cloud load balancer) has seen the server fail as often as
-//     it needs to stop sending traffic. With no such source, nobody routes
-//     by the server's readiness, and this holds at once.
+//     source, a remote IP address that has requested it more than once
+//     and did so during the delay or in the minute before the drain
+//     started: every checker (kubelet, HAProxy, a cloud load balancer) has
+//     seen the server fail as often as it needs to stop sending traffic.
+//     A source that asked once (a person's curl) is no checker. With no
+//     checker, nobody routes by the server's readiness, and this holds at
+//     once.
 //  2. No new connection other than a probe's has arrived for Quiet: the
 //     change has reached the data path. A connection is a probe's if its
 //     first request was answered by ReadyHandler (kubelet and HAProxy open
@@ -109,6 +111,7 @@ type adaptive struct {
 
 type probeSource struct {
 	lastSeen time.Time
+	seen     int // probes from it
 	failed   int // 503 answers since the drain started
 }
 
@@ -200,6 +203,7 @@ func (a *adaptive) probed(r *http.Request, ready bool) {
 		a.sources[host] = src
 	}
 	src.lastSeen = now
+	src.seen++
 	if !ready && !a.drainStart.IsZero() {
 		src.failed++
 	}
@@ -226,7 +230,7 @@ func (a *adaptive) released(now time.Time) (bool, time.Time) {
 	defer a.mu.Unlock()
 	probed := true
 	for _, src := range a.sources {
-		if src.lastSeen.After(a.drainStart.Add(-probeLookback)) && src.failed < a.opts.Probes {
+		if src.seen > 1 && src.lastSeen.After(a.drainStart.Add(-probeLookback)) && src.failed < a.opts.Probes {
 			probed = false
 		}
 	}

@@ -24,7 +24,7 @@ type conn struct {
 	late     bool        // accepted while the server drained: kept until the window ends
 	probe    atomic.Bool // its first request was a readiness probe (Adaptive)
 
-	requests atomic.Int64
+	requests atomic.Int64 // counted only where a policy or Adaptive needs it
 	proto    atomic.Uint32 // connProtocol
 	state    atomic.Int32  // http.ConnState
 	drain    atomic.Uint32 // connDrainState
@@ -32,7 +32,7 @@ type conn struct {
 	mu        sync.Mutex // guards the fields below and the open counts' updates
 	alias     net.Conn   // the *tls.Conn that ServeTLS made over nc, once seen
 	actives   int32      // StateActive transitions; HTTP/2's first comes from the preface
-	idleSince int64      // clock time of the last StateIdle, Unix nanoseconds
+	idleSince int64      // monoNow of the last StateIdle; 0 before the first
 	rhythm    rhythm
 	ageTimer  Timer         // MaxConnectionAge
 	h2        *h2Conn       // HTTP/2 only
@@ -171,7 +171,7 @@ func (c *conn) armIdleCloseLocked() {
 		d.idleClose.Stop()
 	}
 	since := c.idleSince
-	wait := time.Duration(since + int64(c.rhythm.quietAfter()) - c.t.clock.Now().UnixNano())
+	wait := time.Duration(since + int64(c.rhythm.quietAfter()) - c.t.monoNow())
 	d.idleClose = c.t.clock.AfterFunc(max(wait, 0), func() { c.closeIdle(since) })
 }
 
@@ -194,7 +194,7 @@ func (c *conn) closeIdle(since int64) {
 	ok := c.drain.CompareAndSwap(uint32(told), uint32(closing))
 	c.mu.Unlock()
 	if ok {
-		c.t.log.Debug("drainhttp: idle connection closed", "remote", c.remote(), "idle", time.Duration(c.t.clock.Now().UnixNano()-since).String())
+		c.t.log.Debug("drainhttp: idle connection closed", "remote", c.remote(), "idle", time.Duration(c.t.monoNow()-since).String())
 		c.nc.Close()
 	}
 }
@@ -264,7 +264,6 @@ func (c *conn) forget() {
 	}
 	t := c.t
 	state := http.ConnState(c.state.Swap(int32(http.StateClosed)))
-	t.open[c.protocol()][state].Add(-1)
 	d := c.d
 	if d != nil {
 		for _, timer := range []Timer{d.deadline, d.idleClose, d.end} {

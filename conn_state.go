@@ -56,13 +56,14 @@ func (t *tracker) connState(nc net.Conn, state http.ConnState) {
 	}
 }
 
-// setState records a ConnState transition of c.
+// setState records a ConnState transition of c. On the request path (an
+// HTTP/1.1 connection going active and idle again) it is a lookup, an
+// uncontended lock and one monotonic clock reading.
 func (c *conn) setState(state http.ConnState) {
 	if state == http.StateClosed {
 		c.forget()
 		return
 	}
-	now := c.t.clock.Now().UnixNano()
 	var firstStream *h2Conn
 	c.mu.Lock()
 	old := http.ConnState(c.state.Load())
@@ -70,16 +71,11 @@ func (c *conn) setState(state http.ConnState) {
 		c.mu.Unlock()
 		return
 	}
-	p := c.protocol()
-	c.t.open[p][old].Add(-1)
-	c.t.open[p][state].Add(1)
 	c.state.Store(int32(state))
+	h1 := c.protocol() == protoHTTP1
 	switch state {
 	case http.StateActive:
 		c.actives++
-		if p == protoHTTP1 && old == http.StateIdle {
-			c.rhythm.sawGap(now - c.idleSince)
-		}
 		if c.d != nil && c.d.idleClose != nil {
 			c.d.idleClose.Stop()
 			c.d.idleClose = nil
@@ -90,8 +86,14 @@ func (c *conn) setState(state http.ConnState) {
 			firstStream = c.h2
 		}
 	case http.StateIdle:
-		c.idleSince = now
-		if p == protoHTTP1 {
+		if h1 {
+			now := c.t.monoNow()
+			if c.idleSince != 0 {
+				// From idle to idle: the gap the client left and the
+				// time the request took, a bound on the gap.
+				c.rhythm.sawGap(now - c.idleSince)
+			}
+			c.idleSince = now
 			c.armIdleCloseLocked()
 		}
 	case http.StateHijacked:

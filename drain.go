@@ -211,6 +211,9 @@ func (s *Server) runDrain(handoff, windowStarted bool, complete chan struct{}) {
 		s.mgr.DrainNow(nil)
 	}
 	<-complete
+	if cause == "window_end" && s.hurried() {
+		cause = "hurried" // DrainNow completed the window at once
+	}
 	close(windowOver)
 	stopProgress()
 
@@ -237,7 +240,7 @@ func (s *Server) runDrain(handoff, windowStarted bool, complete chan struct{}) {
 	s.phases.enter(PhaseDrained, end)
 
 	st := s.tracker.stats()
-	s.log.Info("drainhttp: drain complete", "duration", clock.Now().Sub(start).String(),
+	s.log.Info("drainhttp: drain complete", "duration", clock.Now().Sub(start).Round(time.Millisecond).String(),
 		drainedGroup(st), "forced", st.Forced, "goaways", st.GoAways)
 }
 

@@ -296,11 +296,7 @@ func (c *conn) setHTTP2(p connProtocol, h2 *h2Conn) {
 		c.mu.Unlock()
 		return
 	}
-	old := c.protocol()
-	s := c.state.Load()
 	c.proto.Store(uint32(p))
-	c.t.open[old][s].Add(-1)
-	c.t.open[p][s].Add(1)
 	c.h2 = h2
 	tld := c.drainState() == told
 	c.mu.Unlock()

@@ -14,8 +14,12 @@ import "time"
 // closed. A client with a steady rhythm (a keep-alive pool under load, a
 // poller) sends again well within it; it also covers clients whose rhythm
 // is not known yet (one request so far). Closing at idleness t races only
-// a client whose next gap falls between t and t plus one round trip.
-const idleCloseMin = time.Second
+// a client whose next gap falls between t and t plus one round trip. Two
+// seconds leaves clients that pause up to a second or so a margin for
+// their own scheduling delays: with one second, 200 clients pausing 50 to
+// 800 ms lost a few POSTs on an overloaded 2-core machine, where a sleeping
+// goroutine can wake a few hundred milliseconds late; with two, none.
+const idleCloseMin = 2 * time.Second
 
 // idleGapFactor is how many times its longest gap between requests a
 // connection must have been idle before it is closed. Pools reuse their
@@ -25,13 +29,14 @@ const idleCloseMin = time.Second
 const idleGapFactor = 2
 
 // rhythm is what an HTTP/1.1 connection has shown of how long its client
-// leaves it idle between requests.
+// leaves it idle between requests. It is measured from one idle to the
+// next, the gap plus the request's own time: a bound on the gap that
+// costs one clock reading per request.
 type rhythm struct {
 	maxGap int64 // nanoseconds; the longest gap seen
 }
 
-// sawGap records a gap of d nanoseconds between a response and the next
-// request.
+// sawGap records d nanoseconds from one idle to the next.
 func (r *rhythm) sawGap(d int64) { r.maxGap = max(r.maxGap, d) }
 
 // quietAfter is how long the connection must have been idle before closing

@@ -139,6 +139,9 @@ type Manager struct {
 
 	seq      atomic.Pointer[sequence] // own drain sequence; nil until started
 	hcFailed atomic.Bool
+	// busy is true once a sequence has started here or while the health
+	// check is failed: the request path's one load when nothing drains.
+	busy atomic.Bool
 
 	mu        sync.Mutex
 	children  []*Manager
@@ -219,8 +222,8 @@ func newManager(opts ManagerOptions, parent *Manager) (*Manager, error) {
 }
 
 // DrainClose reports whether the connection of the current request should be
-// closed now. Before any drain and while the health check passes it is two
-// atomic loads per manager in the chain, with no lock and no allocation.
+// closed now. Before any drain and while the health check passes it is one
+// atomic load per manager in the chain, with no lock and no allocation.
 // While a Gradual drain runs it is true with probability elapsed/DrainTime;
 // it is true during an Immediate drain, after any drain's deadline and while
 // the health check is failed (unless IgnoreHealthCheck).
@@ -228,6 +231,9 @@ func (m *Manager) DrainClose() bool {
 	healthChecked := true
 	for x := m; x != nil; x = x.parent {
 		healthChecked = healthChecked && !x.opts.IgnoreHealthCheck
+		if !x.busy.Load() {
+			continue
+		}
 		if healthChecked && x.hcFailed.Load() {
 			return true
 		}
@@ -250,13 +256,16 @@ const (
 )
 
 // verdict returns DrainClose's answer and its cause in one pass, with the
-// same two atomic loads per manager in the chain. With perRequest false
+// same one atomic load per manager in the chain while nothing drains. With perRequest false
 // (an HTTP/2 connection, which a drain reaches per connection, not per
 // request) a drain sequence is not asked.
 func (m *Manager) verdict(perRequest bool) verdict {
 	healthChecked, failed, draining := true, false, false
 	for x := m; x != nil; x = x.parent {
 		healthChecked = healthChecked && !x.opts.IgnoreHealthCheck
+		if !x.busy.Load() {
+			continue
+		}
 		if healthChecked && x.hcFailed.Load() {
 			failed = true
 		}
@@ -340,6 +349,7 @@ func (m *Manager) start(strategy Strategy, now bool, done func()) {
 		}
 	}
 	m.seq.Store(s)
+	m.busy.Store(true)
 	if m.timer != nil {
 		m.timer.Stop()
 	}
@@ -498,7 +508,12 @@ func (m *Manager) Done() <-chan struct{} { return m.done }
 // Draining(ctx) is closed) but given no deadline, unlike a drain: nothing
 // of the failed state outlives HealthCheckOK. A drain that starts later
 // gives it its deadline as it gives every connection.
-func (m *Manager) HealthCheckFail() { m.hcFailed.Store(true) }
+func (m *Manager) HealthCheckFail() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.hcFailed.Store(true)
+	m.busy.Store(true)
+}
 
 // HealthCheckOK undoes HealthCheckFail: from now on requests are no longer
 // told to close (unless a drain runs), and Ready follows the drain alone.
@@ -507,7 +522,12 @@ func (m *Manager) HealthCheckFail() { m.hcFailed.Store(true) }
 // back; none of them is cut at a deadline. It does not stop a drain
 // sequence: a draining manager stays not Ready. Envoy: POST
 // /healthcheck/ok.
-func (m *Manager) HealthCheckOK() { m.hcFailed.Store(false) }
+func (m *Manager) HealthCheckOK() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.hcFailed.Store(false)
+	m.busy.Store(m.seq.Load() != nil)
+}
 
 // HealthCheckFailed reports whether the health check of this manager is
 // failed, by itself or by an ancestor (ignoring both if IgnoreHealthCheck).

@@ -139,12 +139,15 @@ func (m *serverMiddleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // A failed health check tells every connection as its next request
 // arrives, with no deadline.
 func (c *conn) onRequest(m *Manager, w http.ResponseWriter, r *http.Request) (first bool) {
-	n := c.requests.Add(1)
+	p := c.policy
+	var n int64
+	if p.MaxRequestsPerConnection > 0 || c.t.countRequests {
+		n = c.requests.Add(1)
+	}
 	if c.drainState() != notDraining {
 		c.closeAfter(w, r)
 		return n == 1
 	}
-	p := c.policy
 	h1 := c.protocol() == protoHTTP1
 	switch v := m.verdict(h1); {
 	case v == closeForHealthCheck:

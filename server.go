@@ -243,8 +243,12 @@ func (s *Server) build() error {
 	s.windowStarted = make(chan struct{})
 	s.done = make(chan struct{})
 	s.phases.init(mgr.opts.Clock)
+	s.phases.onEnter = func(pc PhaseChange) {
+		s.log.Info("drainhttp: phase", "phase", pc.Phase.String(), "cause", pc.Cause)
+	}
 	if s.Adaptive != nil {
 		s.adaptive = newAdaptive(s, s.Adaptive.normalize())
+		s.tracker.countRequests = true
 		s.tracker.onAccept = s.adaptive.accepted
 		s.tracker.onClose = s.adaptive.closedConn
 	}

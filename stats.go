@@ -80,12 +80,19 @@ func (t *tracker) stats() Stats {
 		Forced:   t.forced.Load(),
 		GoAways:  t.goaways.Load(),
 	}
+	// Counted here rather than on every transition: a scrape walks the
+	// connections, and a request touches no shared counter.
+	var open [numProtocols][http.StateClosed]int64
+	for _, c := range t.snapshot() {
+		if s := http.ConnState(c.state.Load()); s < http.StateClosed {
+			open[c.protocol()][s]++
+		}
+	}
 	for p := range connProtocol(numProtocols) {
 		byState := make(map[string]int64, len(trackedStates))
 		for _, s := range trackedStates {
-			n := t.open[p][s].Load()
-			byState[s.String()] = n
-			st.OpenTotal += n
+			byState[s.String()] = open[p][s]
+			st.OpenTotal += open[p][s]
 		}
 		st.Open[p.String()] = byState
 	}

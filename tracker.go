@@ -13,10 +13,6 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// numConnStates counts http.ConnState values: new, active, idle, hijacked,
-// closed.
-const numConnStates = 5
-
 // tracker follows every connection of a Server, from Accept to its end,
 // hijacked ones included (net/http forgets those). It wraps nothing:
 // net/http serves each connection as the listener returned it, and the
@@ -33,8 +29,13 @@ type tracker struct {
 	limiter      *rate.Limiter // nil: proactive ends are not rate limited
 	h2MinAge     time.Duration // see h2MinAge; tests may set zero
 	noKeepAlives atomic.Bool   // SetKeepAlivesEnabled(false)
+	// countRequests makes every request counted, not only where
+	// MaxRequestsPerConnection needs it: Adaptive tells probes by their
+	// connection's first request.
+	countRequests bool
 
 	conns sync.Map // net.Conn (accepted, and as net/http's hooks see it) -> *conn
+	epoch time.Time // the origin of monoNow
 
 	mu           sync.Mutex
 	n            int           // open connections
@@ -48,7 +49,6 @@ type tracker struct {
 	onClose      func(*conn)
 
 	accepted atomic.Uint64
-	open     [numProtocols][numConnStates]atomic.Int64
 	drained  [numReasons]atomic.Uint64 // closed after being told
 	forced   atomic.Uint64
 	goaways  atomic.Uint64
@@ -65,9 +65,21 @@ func newTracker(mgr *Manager, drainTimeout time.Duration, log *slog.Logger, user
 		log:          log,
 		userState:    userState,
 		hijacked:     make(map[*conn]struct{}),
+		epoch:        mgr.opts.Clock.Now(),
 	}
 	mgr.watch(t.drainReached)
 	return t
+}
+
+// monoNow returns the time since the tracker started, in nanoseconds, plus
+// one (so that it is never zero): on the real clock a monotonic reading
+// only, the cheapest the request path can have (it reads it once per
+// HTTP/1.1 request).
+func (t *tracker) monoNow() int64 {
+	if _, ok := t.clock.(realClock); ok {
+		return int64(time.Since(t.epoch)) + 1
+	}
+	return int64(t.clock.Now().Sub(t.epoch)) + 1
 }
 
 // add starts tracking nc, just accepted on a listener with policy (nil:
@@ -79,7 +91,6 @@ func (t *tracker) add(nc net.Conn, policy *ConnPolicy) *conn {
 	c := &conn{t: t, nc: nc, policy: policy, accepted: t.clock.Now().UnixNano()}
 	c.state.Store(int32(http.StateNew))
 	t.accepted.Add(1)
-	t.open[protoHTTP1][http.StateNew].Add(1)
 	t.conns.Store(nc, c)
 	t.mu.Lock()
 	t.n++

@@ -14,10 +14,10 @@ import (
 )
 
 // idleCloseMin is the least idleness after which drainhttp closes an idle
-// HTTP/1.1 connection it has told to close: a second, and twice the
+// HTTP/1.1 connection it has told to close: two seconds, and twice the
 // longest gap its client has left between two requests if that is longer,
 // so as not to race a request the client is sending (drainhttp's idle.go).
-const idleCloseMin = time.Second
+const idleCloseMin = 2 * time.Second
 
 func TestRestarter_SIGHUPHandsOverThenDrainsAndReturnsNil(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -60,11 +60,11 @@ func TestRestarter_SIGHUPHandsOverThenDrainsAndReturnsNil(t *testing.T) {
 		// its turn in the proactive part of the window, at a uniformly
 		// random time in the window's first quarter (drainTime/4 =
 		// 2.5 s), and the moment it has been idle long enough not to race
-		// a request (idleCloseMin = 1 s after the response, which was
+		// a request (idleCloseMin = 2 s after the response, which was
 		// sent at the handoff's instant; one request shows no gap between
 		// requests, so no longer). Then nothing is left and nothing can
-		// come, so the drain ends. The bound is therefore max(2.5 s, 1 s)
-		// = 2.5 s, as before the idle rule, and it now has a floor of 1 s.
+		// come, so the drain ends. The bound is therefore max(2.5 s, 2 s)
+		// = 2.5 s, as before the idle rule, and it now has a floor of 2 s.
 		// (A client that had left the connection idle for g between two
 		// requests would push its close to 2g after its last response,
 		// within the turn plus DrainTimeout; see

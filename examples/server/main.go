@@ -351,9 +351,6 @@ func serve(cfg config, logger *slog.Logger) error {
 		s.Adaptive = &drainhttp.AdaptiveShutdown{Probes: cfg.adaptiveProbes, Quiet: cfg.adaptiveQuiet}
 	}
 	// Every field is set: the first method call below freezes them.
-	s.OnPhase(func(pc drainhttp.PhaseChange) {
-		logger.Info("server: phase "+pc.Phase.String(), "cause", pc.Cause)
-	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := drainprom.Register(reg, s, nil); err != nil {

@@ -279,7 +279,7 @@ func TestServer_ServesAllProtocolsThenDrainsOnSIGTERM(t *testing.T) {
 	p.waitExit(drainhttp.DefaultAdaptiveQuiet + drainTime + time.Second + drainTimeout + 3*time.Second)
 	logs := p.stderr.String()
 	for _, want := range []string{"server: listening", addr, tlsAddr, admin, "drainhttp: drain complete",
-		"server: phase window", "cause=released", "server: drained, exiting"} {
+		"drainhttp: phase", "phase=window cause=released", "server: drained, exiting"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("logs lack %q", want)
 		}

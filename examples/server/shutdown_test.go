@@ -97,7 +97,7 @@ func TestServer_SIGINTOnAnIdleAdaptiveServerExitsWithinQuiet(t *testing.T) {
 	}{{
 		name:   "adaptive, no client",
 		max:    quiet + time.Second,
-		causes: []string{"phase window proc=%d cause=released", "phase closing_listeners proc=%d cause=quiet"},
+		causes: []string{"phase proc=%d phase=window cause=released", "phase proc=%d phase=closing_listeners cause=quiet"},
 	}, {
 		// The last connection arrived after the request started, and
 		// the delay lasts until it is Quiet old.
@@ -106,14 +106,14 @@ func TestServer_SIGINTOnAnIdleAdaptiveServerExitsWithinQuiet(t *testing.T) {
 		request: true,
 		min:     time.Second,
 		max:     time.Second + time.Second,
-		causes:  []string{"phase window proc=%d cause=released", "phase closing_listeners proc=%d cause=quiet"},
+		causes:  []string{"phase proc=%d phase=window cause=released", "phase proc=%d phase=closing_listeners cause=quiet"},
 	}, {
 		name: "fixed, no client",
 		args: []string{"-adaptive=false", "-shutdown-delay", "500ms", "-drain-time", "1s"},
 		min:  1500 * time.Millisecond,
 		// Drain's own bound: delay + window + the listener close.
 		max:    1500*time.Millisecond + time.Second + time.Second,
-		causes: []string{"phase window proc=%d cause=delay", "phase closing_listeners proc=%d cause=window_end"},
+		causes: []string{"phase proc=%d phase=window cause=delay", "phase proc=%d phase=closing_listeners cause=window_end"},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, addr := startUnprobed(t, bin, tc.args...)
