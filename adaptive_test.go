@@ -85,7 +85,7 @@ func TestAdaptive_DelayEndsOnceEverySourceHasSeenKFailuresAndTrafficIsQuiet(t *t
 		defer close(stop)
 		ps.prober("10.0.0.1", 300*time.Millisecond, stop, &wg)
 		ps.prober("10.0.0.2", 500*time.Millisecond, stop, &wg)
-		do(t, ps.client("http/1.1"), "GET", "/") // traffic, long before the drain
+		do(t, ps.client("http/1.1"), "GET", "/")        // traffic, long before the drain
 		time.Sleep(5*time.Second + 50*time.Millisecond) // between probes
 		start := time.Now()
 		s.StartDrain()

@@ -24,7 +24,7 @@ type conn struct {
 	late     bool        // accepted while the server drained: kept until the window ends
 	probe    atomic.Bool // its first request was a readiness probe (Adaptive)
 
-	requests atomic.Int64 // counted only where a policy or Adaptive needs it
+	requests atomic.Int64  // counted only where a policy or Adaptive needs it
 	proto    atomic.Uint32 // connProtocol
 	state    atomic.Int32  // http.ConnState
 	drain    atomic.Uint32 // connDrainState

@@ -34,7 +34,7 @@ type tracker struct {
 	// connection's first request.
 	countRequests bool
 
-	conns sync.Map // net.Conn (accepted, and as net/http's hooks see it) -> *conn
+	conns sync.Map  // net.Conn (accepted, and as net/http's hooks see it) -> *conn
 	epoch time.Time // the origin of monoNow
 
 	mu           sync.Mutex
