@@ -31,13 +31,19 @@ var noNewConnections = func() []unix.SockFilter {
 }()
 
 // stopNewConnections makes the kernel stop taking new connections on the
-// listening socket l, and leaves its accept queue alone. On a TCP socket
-// it attaches noNewConnections: a client's SYN is dropped, and its
-// retransmit, a second later, meets the closed port. An MPTCP socket
-// (what net.Listen makes on Linux since Go 1.24) takes no socket filter
-// (EOPNOTSUPP); it is bound with SO_BINDTODEVICE to a device that carries
-// none of its traffic, so that a SYN finds no listener and is refused at
-// once (see quietDevice for what that cannot cover).
+// listening socket l, and leaves its accept queue alone, in two steps:
+//
+//   - It attaches noNewConnections: a client's SYN is dropped, and its
+//     retransmit, a second later, meets the closed port.
+//   - It binds the socket (SO_BINDTODEVICE) to a device that carries none
+//     of its traffic (quietDevice), so that a SYN arriving on any other
+//     device finds no listener and is refused at once, without the wait.
+//     A handshake already in flight completes: its connection was bound
+//     to the device the SYN came in on, when it came.
+//
+// A TCP socket gets both, the filter covering what the quiet device might
+// still bring. An MPTCP socket (what net.Listen makes on Linux since Go
+// 1.24) takes no socket filter (EOPNOTSUPP) and gets the binding alone.
 func stopNewConnections(l *net.TCPListener) error {
 	rc, err := l.SyscallConn()
 	if err != nil {
@@ -47,14 +53,17 @@ func stopNewConnections(l *net.TCPListener) error {
 	err = rc.Control(func(fd uintptr) {
 		prog := unix.SockFprog{Len: uint16(len(noNewConnections)), Filter: &noNewConnections[0]}
 		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog)
-		if serr != unix.EOPNOTSUPP {
+		filtered := serr == nil
+		if !filtered && serr != unix.EOPNOTSUPP {
 			return
 		}
 		dev, ok := quietDevice(l.Addr())
 		if !ok {
 			return
 		}
-		serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, dev)
+		if berr := unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, dev); !filtered {
+			serr = berr
+		}
 	})
 	if err != nil {
 		return err
@@ -65,9 +74,9 @@ func stopNewConnections(l *net.TCPListener) error {
 // quietDevice returns a network device through which no connection to
 // addr arrives: one that is down, else, for a loopback address, any other
 // device. For any other address the loopback device is the best there is:
-// remote clients arrive elsewhere and are refused, while clients on the
-// same host (a sidecar proxy) are still accepted, and served, until the
-// listener closes.
+// remote clients arrive elsewhere and are refused; clients on the same
+// host (a sidecar proxy) are dropped by a TCP socket's filter, and on an
+// MPTCP socket still accepted, and served, until the listener closes.
 func quietDevice(addr net.Addr) (string, bool) {
 	ifs, err := net.Interfaces()
 	if err != nil {

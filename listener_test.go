@@ -53,8 +53,8 @@ func readStatus(c net.Conn) (string, error) {
 // listener. Closing a listening socket resets them all; drainhttp first
 // stops new connections, accepts and serves the queue, and then closes.
 // Every queued POST gets its response; none is reset. Clients that keep
-// connecting meanwhile are either served or refused at connect, never
-// reset after sending.
+// connecting meanwhile are either served or refused at connect, at once,
+// never reset after sending.
 //
 // It runs on a TCP socket, which the drain filters, and on an MPTCP one
 // (net.Listen's default on Linux since Go 1.24), which it binds to a quiet
@@ -102,7 +102,10 @@ func testQueuedConnectionsAreServed(t *testing.T, ln net.Listener) {
 	})
 
 	// Late clients: they keep connecting until the listener is closed.
-	type lateResult struct{ served, refused int }
+	type lateResult struct {
+		served, refused int
+		refusedIn       time.Duration // how long the refused dial took
+	}
 	lateDone := make(chan lateResult)
 	var lateErrs []string
 	var mu sync.Mutex
@@ -110,10 +113,12 @@ func testQueuedConnectionsAreServed(t *testing.T, ln net.Listener) {
 		var r lateResult
 		<-closing
 		for {
+			dialStart := time.Now()
 			c, err := net.DialTimeout("tcp", addr, testTimeout)
 			if err != nil {
 				if errors.Is(err, syscall.ECONNREFUSED) {
 					r.refused++
+					r.refusedIn = time.Since(dialStart)
 					lateDone <- r
 					return
 				}
@@ -149,9 +154,14 @@ func testQueuedConnectionsAreServed(t *testing.T, ln net.Listener) {
 	for _, e := range lateErrs {
 		t.Error(e)
 	}
-	t.Logf("%d queued POSTs answered; late clients: %d served, %d refused at connect", queued, late.served, late.refused)
+	t.Logf("%d queued POSTs answered; late clients: %d served, %d refused at connect after %v", queued, late.served, late.refused, late.refusedIn)
 	if late.refused != 1 {
 		t.Errorf("the last late client was not refused at connect")
+	}
+	// Bound to a quiet device, the socket refuses at once: no SYN
+	// retransmit (a second) to wait for.
+	if late.refusedIn > 500*time.Millisecond {
+		t.Errorf("the refusal took %v", late.refusedIn)
 	}
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 		t.Errorf("Serve: %v", err)
