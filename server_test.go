@@ -11,6 +11,8 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"reflect"
 	"slices"
 	"strings"
@@ -453,4 +455,38 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// needTool returns the path of a command the test needs, skipping the
+// test without it, unless CI is set (.ci/run installs it), where it fails.
+func needTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is missing; .ci/run installs it", name)
+		}
+		t.Skipf("%s is missing", name)
+	}
+	return p
+}
+
+// TestServer_TLSListenerServesCurlOverH2AndHTTP1: curl, over
+// Serve(tls.NewListener(...)), negotiates h2 or http/1.1 and gets r.TLS.
+func TestServer_TLSListenerServesCurlOverH2AndHTTP1(t *testing.T) {
+	curl := needTool(t, "curl")
+	ts := startServer(t, &Server{Handler: protoHandler})
+	for _, tc := range []struct{ flag, want string }{
+		{"--http2", "HTTP/2.0 tls=true"},
+		{"--http1.1", "HTTP/1.1 tls=true"},
+	} {
+		out, err := exec.Command(curl, "-sS", "-k", "--max-time", "10", tc.flag, "https://"+ts.tlsLAdr+"/").CombinedOutput()
+		if err != nil || string(out) != tc.want {
+			t.Errorf("curl %s: %q, %v; want %q", tc.flag, out, err, tc.want)
+		}
+	}
+	out, err := exec.Command(curl, "-sS", "--max-time", "10", "--http2-prior-knowledge", "http://"+ts.addr+"/").CombinedOutput()
+	if err != nil || string(out) != "HTTP/2.0 tls=false" {
+		t.Errorf("curl h2c: %q, %v", out, err)
+	}
 }
