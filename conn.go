@@ -273,6 +273,11 @@ func (c *conn) forget() {
 		}
 	}
 	h2 := c.h2
+	if c.notify == nil {
+		c.notify = closedChan
+	} else if d == nil || d.toldAt.IsZero() {
+		close(c.notify) // never told: Draining ends with the connection
+	}
 	c.mu.Unlock()
 	if h2 != nil {
 		h2.stop()

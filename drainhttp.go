@@ -57,10 +57,11 @@ import (
 var ErrInvalidOption = errors.New("drainhttp: invalid option")
 
 // Draining returns a channel that is closed when the connection of the
-// request whose context is ctx starts draining, so that a long-lived handler
-// (server-sent events, long poll, WebSocket) can finish its work and return
-// before the connection's deadline. It returns nil, a channel that never
-// closes, if the request is not served by a Server.
+// request whose context is ctx is told to close (a drain, a policy, a
+// failed health check), or closes, so that a long-lived handler
+// (server-sent events, long poll, WebSocket) can finish its work and
+// return before the connection's deadline. It returns nil, a channel that
+// never closes, if the request is not served by a Server.
 func Draining(ctx context.Context) <-chan struct{} {
 	if c := connFromContext(ctx); c != nil {
 		return c.drainingChan()

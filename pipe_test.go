@@ -84,7 +84,7 @@ type pipeServer struct {
 func startPipeServer(t *testing.T, s *Server) *pipeServer {
 	t.Helper()
 	if s.rand == nil {
-		s.rand = rand.New(rand.NewPCG(1, 2)).Float64
+		s.rand = lockedRand(1)
 	}
 	if s.Protocols == nil {
 		s.Protocols = allProtocols()
@@ -169,4 +169,16 @@ func (ps *pipeServer) clientFrom(proto, ip string) *http.Client {
 		return ps.l.dialFrom(ctx, from)
 	}
 	return c
+}
+
+// lockedRand is a fixed-seed source of floats in [0, 1), safe for
+// concurrent use as a Server's rand must be.
+func lockedRand(seed uint64) func() float64 {
+	var mu sync.Mutex
+	r := rand.New(rand.NewPCG(seed, 2))
+	return func() float64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return r.Float64()
+	}
 }

@@ -88,17 +88,18 @@ func (t *tracker) add(nc net.Conn, policy *ConnPolicy) *conn {
 	if policy == nil {
 		policy = t.policy
 	}
-	c := &conn{t: t, nc: nc, policy: policy, accepted: t.clock.Now().UnixNano()}
+	// A drain that starts from now on gives c its proactive turn
+	// (drainReached). One that is running keeps c until the window ends:
+	// its client has just moved here, and is about to ask the decision.
+	// (A drain that starts while c is added may miss it; the window's end
+	// reaches it.)
+	c := &conn{t: t, nc: nc, policy: policy, accepted: t.clock.Now().UnixNano(), late: t.mgr.Draining()}
 	c.state.Store(int32(http.StateNew))
 	t.accepted.Add(1)
 	t.conns.Store(nc, c)
 	t.mu.Lock()
 	t.n++
 	final, onAccept := t.final, t.onAccept
-	// A drain that starts from now on gives c its proactive turn
-	// (drainReached). One that is running keeps c until the window ends:
-	// its client has just moved here, and is about to ask the decision.
-	c.late = t.mgr.Draining()
 	t.mu.Unlock()
 	if policy.MaxConnectionAge > 0 {
 		c.mu.Lock()
