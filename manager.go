@@ -99,9 +99,9 @@ func (o ManagerOptions) normalize(parent *Manager) (ManagerOptions, error) {
 		return o, fmt.Errorf("%w: DrainTime %v is negative", ErrInvalidOption, o.DrainTime)
 	case o.Strategy != Gradual && o.Strategy != Immediate:
 		return o, fmt.Errorf("%w: unknown drain strategy %v", ErrInvalidOption, o.Strategy)
-	case o.ProactiveFraction < 0 || o.ProactiveFraction > 1:
+	case !(o.ProactiveFraction >= 0 && o.ProactiveFraction <= 1): // NaN too
 		return o, fmt.Errorf("%w: ProactiveFraction %v is outside (0, 1]", ErrInvalidOption, o.ProactiveFraction)
-	case o.DrainTimeJitter < 0 || o.DrainTimeJitter > 1:
+	case !(o.DrainTimeJitter >= 0 && o.DrainTimeJitter <= 1):
 		return o, fmt.Errorf("%w: DrainTimeJitter %v is outside [0, 1]", ErrInvalidOption, o.DrainTimeJitter)
 	}
 	if o.ProactiveFraction == 0 {

@@ -52,13 +52,13 @@ func (p ConnPolicy) validate() error {
 	switch {
 	case p.MaxConnectionAge < 0:
 		return fmt.Errorf("%w: MaxConnectionAge %v is negative", ErrInvalidOption, p.MaxConnectionAge)
-	case p.MaxConnectionAgeJitter < 0 || p.MaxConnectionAgeJitter >= 1:
+	case !(p.MaxConnectionAgeJitter >= 0 && p.MaxConnectionAgeJitter < 1): // NaN too
 		return fmt.Errorf("%w: MaxConnectionAgeJitter %v is outside [0, 1)", ErrInvalidOption, p.MaxConnectionAgeJitter)
 	case p.MaxConnectionAgeGrace < 0:
 		return fmt.Errorf("%w: MaxConnectionAgeGrace %v is negative", ErrInvalidOption, p.MaxConnectionAgeGrace)
 	case p.MaxRequestsPerConnection < 0:
 		return fmt.Errorf("%w: MaxRequestsPerConnection %d is negative", ErrInvalidOption, p.MaxRequestsPerConnection)
-	case p.GoAwayChance < 0 || p.GoAwayChance > MaxGoAwayChance:
+	case !(p.GoAwayChance >= 0 && p.GoAwayChance <= MaxGoAwayChance):
 		return fmt.Errorf("%w: GoAwayChance %v is outside [0, %v]", ErrInvalidOption, p.GoAwayChance, MaxGoAwayChance)
 	}
 	return nil

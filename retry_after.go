@@ -31,7 +31,7 @@ type RetryAfter struct {
 
 func (ra *RetryAfter) validate() error {
 	switch {
-	case ra.After < 0 || ra.After > 1:
+	case !(ra.After >= 0 && ra.After <= 1): // NaN too
 		return fmt.Errorf("%w: RetryAfter.After %v is outside [0, 1]", ErrInvalidOption, ra.After)
 	case ra.Status != 0 && (ra.Status < 400 || ra.Status > 599):
 		return fmt.Errorf("%w: RetryAfter.Status %d is not a 4xx or 5xx", ErrInvalidOption, ra.Status)

@@ -8,6 +8,7 @@ import (
 	"log"
 	"log/slog"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -126,7 +127,7 @@ type Server struct {
 	// allows, never skipped. Requests told to close by the drain decision
 	// and MaxRequestsPerConnection are not limited, and neither is the
 	// drain of every connection when the drain window ends. Zero (the
-	// default) means no limit; negative is an error.
+	// default) means no limit; negative, NaN or infinite is an error.
 	ProactiveEndRate float64
 	// Logger receives the server's drain logs: drain start, its phases,
 	// progress and completion at Info, forced closes at Warn,
@@ -195,8 +196,8 @@ func (s *Server) build() error {
 		return fmt.Errorf("%w: DrainTimeout %v is negative", ErrInvalidOption, s.DrainTimeout)
 	case s.ShutdownDelay < 0:
 		return fmt.Errorf("%w: ShutdownDelay %v is negative", ErrInvalidOption, s.ShutdownDelay)
-	case s.ProactiveEndRate < 0:
-		return fmt.Errorf("%w: ProactiveEndRate %v is negative", ErrInvalidOption, s.ProactiveEndRate)
+	case !(s.ProactiveEndRate >= 0) || math.IsInf(s.ProactiveEndRate, 1):
+		return fmt.Errorf("%w: ProactiveEndRate %v is not a finite number ≥ 0", ErrInvalidOption, s.ProactiveEndRate)
 	}
 	if err := s.ConnPolicy.validate(); err != nil {
 		return err
