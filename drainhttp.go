@@ -1,49 +1,74 @@
 // Package drainhttp gives net/http servers Envoy-grade connection draining:
 // a SIGTERM, a rollout or a binary upgrade loses no request.
 //
-// Replace http.Server with Server (same fields, same methods) and call
-// ListenAndServeUntilSignal, or Drain yourself. A drain then runs like
-// Envoy's:
+// Replace http.Server with Server (the same fields, the same methods) and
+// call ListenAndServeUntilSignal, or Drain yourself. net/http still serves
+// every connection, exactly as the listener returned it, with its own
+// HTTP/1.1 and HTTP/2; drainhttp watches through net/http's hooks and
+// decides. A drain runs like Envoy's, in phases (see Phase, OnPhase):
 //
-//  1. Readiness (ReadyHandler) fails at once; for ShutdownDelay the server
-//     goes on serving normally so that load balancers notice.
-//  2. For DrainTime the server keeps accepting and serving, while its
-//     Manager tells connections to close: each request asks the Decision
+//  1. Readiness (ReadyHandler) fails at once. For ShutdownDelay the server
+//     goes on serving normally so that load balancers notice; with
+//     Adaptive, only until it sees that they have: every checker has seen
+//     enough 503s and no new connection arrives (AdaptiveShutdown).
+//  2. For DrainTime the server keeps accepting and serving while it tells
+//     connections to close. Each HTTP/1.1 request asks the decision
 //     (Gradual: with a probability rising linearly from 0 to 1 over the
-//     window; Immediate: always), and a "yes" ends the connection
-//     gracefully: an HTTP/1.1 response carries Connection: close, an HTTP/2
-//     connection gets a GOAWAY and finishes its streams.
-//  3. Connections that would never ask, because they are idle, are drained
-//     proactively at random times over the first quarter of the window: idle
-//     HTTP/1.1 connections are closed (once they have been idle for a moment,
-//     to dodge the keep-alive race), idle HTTP/2 connections get a GOAWAY
-//     from outside any request.
-//  4. When the window ends the listeners close, every connection still open
-//     is told to close, and each has a hard deadline, DrainTimeout after it
-//     was told: a stuck handler, a slow client or a hijacked connection is
-//     closed then, whatever it is doing.
+//     window; Immediate: always), and a yes gives its response Connection:
+//     close. Each HTTP/2 connection open at the start is sent a GOAWAY at
+//     its turn, at a random time in the first quarter of the window, from
+//     outside any request; one opened during the drain is kept until the
+//     window ends. Idle HTTP/1.1 connections are closed at their turn too,
+//     but only once idle for longer than their client's rhythm, so as not
+//     to race a request it is sending.
+//  3. When the window ends, every connection is told to close, each with a
+//     hard deadline DrainTimeout away: a stuck handler, a slow client or a
+//     hijacked connection is closed then, whatever it is doing. The
+//     listeners stop taking connections, serve what waits in their accept
+//     queues, and close: no queued connection is reset, and a client that
+//     comes later is refused cleanly, before it has sent anything.
 //
-// Long-lived handlers (server-sent events, long polls, WebSockets) learn that
-// their connection is draining from Draining(ctx), and can finish before the
-// deadline.
+// The HTTP/2 GOAWAY is RFC 9113's two-phase one where drainhttp can see
+// the connection's frames (h2c, and TLS from Go 1.27): a GOAWAY with the
+// highest stream id and a PING, then, once the client has acknowledged the
+// PING, the final GOAWAY, so that no stream the client sent in the
+// meantime is refused. Long-lived handlers (server-sent events, long
+// polls, WebSockets) learn that their connection is closing from
+// Draining(ctx), and can finish before the deadline.
 //
-// Restarter adds hot restart: on SIGHUP the binary is re-executed with the
-// listening sockets handed over, and the old process drains its connections
-// as above and exits (Envoy's parent shutdown sequence).
+// The pieces also stand alone: Manager is Envoy's drain manager
+// (strategies, child managers per listener, health-check fail/ok,
+// proactive callbacks), and Middleware puts any Decision in front of a
+// plain http.Server, for example in a github.com/justinas/alice chain.
+// Integrations live in subpackages, so that a program pays only for what
+// it uses: drainhttp/drainprom (Prometheus metrics), drainhttp/admin (an
+// Envoy-like admin handler and status page), drainhttp/restart (hot
+// restart, Envoy's parent shutdown sequence, and systemd sockets).
 //
-// The pieces also stand alone: Manager is Envoy's drain manager (strategies,
-// child managers per listener, health-check fail/ok, proactive callbacks),
-// and Middleware puts any Decision in front of a plain http.Server, for
-// example in a github.com/justinas/alice chain.
-//
-// Limits. Go's HTTP/2 GOAWAY is single-phase, not RFC 9113's two-phase one:
-// streams a client opens in the instant before it reads the GOAWAY are
-// refused, and Go's client retries them on a new connection. An HTTP/2
-// connection that never sends a request is not sent a GOAWAY (Go's client
-// would fail that first request) and is closed at its deadline instead.
-// ConnState of an HTTP/2 connection describes the connection, not its
-// streams. On a plain http.Server, Middleware can only set Connection: close:
-// connection tracking, deadlines, proactive drain and Draining need Server.
+// Limits:
+//   - On Go 1.26, an HTTP/2 connection over TLS gets net/http's
+//     single-phase GOAWAY (net/http serves HTTP/2 only on a *tls.Conn
+//     there): streams a client opens in the instant before it reads it are
+//     refused; Go's client retries those whose bodies it can replay.
+//   - Go's own client fails a request whose body it cannot replay if any
+//     GOAWAY arrives while it is choosing the connection for it (it closes
+//     the body): drainhttp pauses the connection's writes for 5 ms before
+//     its GOAWAY, which keeps that race from happening in practice, and
+//     sends each client one GOAWAY per drain, not one per reconnect.
+//   - An HTTP/2 connection that has not acknowledged the server's SETTINGS
+//     (or, on Go 1.26 over TLS, sent a request) gets no GOAWAY, since Go's
+//     client fails its first request then; it is closed at its deadline.
+//   - Closing a listener without resets needs Linux (a socket filter and
+//     SO_BINDTODEVICE); elsewhere it closes at once, as net/http does. A
+//     listener marked SharedListener (a socket systemd keeps) is only
+//     closed. An MPTCP socket (net.Listen's default on Linux since Go 1.24;
+//     ListenAndServe uses TCP) takes no filter: clients on the same host
+//     can still be accepted until it closes.
+//   - A hijacked connection whose type gives no access to its socket is
+//     tracked until its deadline or Close.
+//   - On a plain http.Server, Middleware can only set Connection: close:
+//     connection tracking, deadlines, proactive drain and Draining need
+//     Server.
 package drainhttp
 
 import (
