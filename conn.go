@@ -175,13 +175,20 @@ func (c *conn) armIdleCloseLocked() {
 	d.idleClose = c.t.clock.AfterFunc(max(wait, 0), func() { c.closeIdle(since) })
 }
 
-// closeIdle closes c if it has stayed idle since since.
+// closeIdle closes c if it has stayed idle since since, and no request has
+// arrived that net/http has not read yet: on a busy machine the serving
+// goroutine can take a while to wake for it, and closing then would lose
+// that request.
 func (c *conn) closeIdle(since int64) {
 	c.mu.Lock()
 	idle := http.ConnState(c.state.Load()) == http.StateIdle && c.idleSince == since
 	if !idle {
 		c.mu.Unlock()
 		return
+	}
+	if inputPending(c.nc) {
+		c.mu.Unlock()
+		return // it goes active, and idle again, which rearms the close
 	}
 	if c.drainState() == notDraining {
 		// A late connection gone quiet: it is drained proactively.

@@ -113,7 +113,7 @@ func TestManager_GradualRampIsContinuousAndLinear(t *testing.T) {
 		// Includes points inside Envoy's first whole second, where its
 		// integer ramp is still 0.
 		for _, at := range []time.Duration{300 * time.Millisecond, drainTime / 4, drainTime / 2, 3 * drainTime / 4, drainTime - time.Second} {
-			time.Sleep(start.Add(at).Sub(time.Now()))
+			time.Sleep(time.Until(start.Add(at)))
 			const calls = 200_000
 			closes := 0
 			for range calls {
@@ -133,7 +133,7 @@ func TestManager_GradualRampIsContinuousAndLinear(t *testing.T) {
 				t.Errorf("at %v: Progress() = %v, want %v", at, p, want)
 			}
 		}
-		time.Sleep(start.Add(drainTime).Sub(time.Now()))
+		time.Sleep(time.Until(start.Add(drainTime)))
 		for range 1000 {
 			if !m.DrainClose() {
 				t.Fatal("DrainClose false at the deadline")

@@ -128,13 +128,6 @@ func (p *phases) enter(phase Phase, cause string) {
 	}
 }
 
-// current returns the current phase.
-func (p *phases) current() Phase {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.timeline[len(p.timeline)-1].Phase
-}
-
 // changes returns a copy of the timeline.
 func (p *phases) changes() []PhaseChange {
 	p.mu.Lock()

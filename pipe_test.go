@@ -143,16 +143,6 @@ func do(t *testing.T, c *http.Client, method, path string) (int, string, string)
 	return resp.StatusCode, conn, string(b)
 }
 
-// onlyConn returns the server's one open connection.
-func (ps *pipeServer) onlyConn() *conn {
-	ps.t.Helper()
-	conns := ps.s.tracker.snapshot()
-	if len(conns) != 1 {
-		ps.t.Fatalf("%d connections open, want 1", len(conns))
-	}
-	return conns[0]
-}
-
 // addrConn is a pipe end with a remote address of its own.
 type addrConn struct {
 	net.Conn
