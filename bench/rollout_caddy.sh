@@ -18,8 +18,16 @@
 # every non-2xx, Caddy's access log line (time relative to SIGTERM) and its
 # error log lines.
 #
+# Without health checks Caddy keeps choosing a backend that has gone away
+# (half the requests, at random), each choice costing a refused dial and
+# lb_try_interval (250 ms); a request that draws it for all of
+# lb_try_duration gets a 502. FAIL_DURATION (say 10s) adds Caddy's passive
+# health check, fail_duration: an upstream whose dial failed is not chosen
+# for that long.
+#
 # Environment (defaults in brackets): TRIALS [20], MODES ["drainhttp
 # plain"], DRAIN_TIME [3s], DRAIN_TIMEOUT [2s], SHUTDOWN_DELAY [0s],
+# FAIL_DURATION [none], CADDY_LOG [DEBUG: each upstream round trip],
 # PORT [27200] (Caddy; backends PORT+1, PORT+2),
 # OUT [bench/results/rollout_caddy.txt], and bench/rollout_common.sh's
 # CONNS, RATE_DELAY, WORK, BODY, LOAD, KILL_AT, TRACE.
@@ -108,11 +116,11 @@ evidence() {
 	echo "    Caddy access log, non-2xx (t = start of the request, seconds after SIGTERM to A; status 0, wrk closing its connections at the end of the load, left out):"
 	jq -r --argjson k "$k" 'select((.status < 200 or .status > 299) and .status != 0) |
 		"      t=\(((.ts - .duration - $k) * 1000 | round) / 1000) \(.request.method) \(.status) duration=\(.duration)"' \
-		"$dir/access.log" | head -40
+		"$dir/access.log" | first 40 || true
 	echo "    Caddy error log (t = seconds after SIGTERM to A):"
 	jq -r --argjson k "$k" 'select(.level == "error" or .level == "warn") |
 		"      t=\(((.ts - $k) * 1000 | round) / 1000) \(.logger) \(.msg) upstream=\(.upstream // "") error=\(.error // "") duration=\(.duration // "")"' \
-		"$dir/caddy.log" | head -40
+		"$dir/caddy.log" | first 40 || true
 	echo "    A: $(grep -m1 '^summary' "$dir/A.out" || echo 'no summary')"
 	keep "$dir"
 }
@@ -127,7 +135,7 @@ tee_pid=$!
 	echo "# $(go version); $(nproc) CPUs; kernel $(uname -r); caddy $(caddy version | cut -d' ' -f1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 	echo "# tree: $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(git status --porcelain -- . ':!bench' 2>/dev/null | wc -l) files outside bench/ changed or new since"
 	echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "# caddy 127.0.0.1:$PORT -> A h2c://:$PA, B h2c://:$PB (lb_try_duration 2s)"
+	echo "# caddy 127.0.0.1:$PORT -> A h2c://:$PA, B h2c://:$PB (lb_try_duration 2s${FAIL_CONF:+, fail_duration $FAIL_DURATION}; no health checks${FAIL_CONF:+ but the passive ones})"
 	echo "# load: wrk -t1 -c$CONNS -d${LOAD}s over HTTP/1.1 to Caddy, GET / or POST / (${BODY} B body) at random, ${RATE_DELAY} ms between a response and the next request per connection; handler work $WORK"
 	echo "# SIGTERM to A at ${KILL_AT}s; drainhttp: gradual, drain time $DRAIN_TIME, drain timeout $DRAIN_TIMEOUT, shutdown delay $SHUTDOWN_DELAY; plain: Shutdown at once (context $DRAIN_TIMEOUT)"
 	echo "# trial line: requests, non2xx, sockerr=connect/read/write/timeout (wrk), statuses; A: exit = SIGTERM to exit, Stats (drainhttp: goaways = HTTP/2 connections sent a GOAWAY), phases (start after SIGTERM, cause)"

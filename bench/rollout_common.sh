@@ -293,3 +293,10 @@ keep() {
 	mkdir -p "$KEEP_DIR"
 	cp -r "$1" "$KEEP_DIR/" && echo "    logs kept in $KEEP_DIR/$(basename "$1")"
 }
+
+# first N: the first N lines of the input, and how many more there were.
+# It reads all of its input, unlike head, whose early exit would fail the
+# writer of a pipeline under pipefail (and end the script under set -e).
+first() {
+	awk -v n="$1" 'NR <= n { print } END { if (NR > n) printf "      ... and %d more\n", NR - n }'
+}

@@ -113,7 +113,7 @@ trial() {
 	stop "$b" KILL
 	local line k down
 	k=$(cat "$dir/kill_at")
-	down=$(grep -m1 'Server be/a is DOWN' "$dir/haproxy.log" | grep -o '^[0-9T:.+-]*' || true)
+	down=$(grep -m1 '^[0-9].*Server be/a is DOWN' "$dir/haproxy.log" | grep -o '^[0-9T:.+-]*' || true)
 	if [ -n "$down" ]; then
 		down=$(awk -v d="$(date -d "$down" +%s.%N)" -v k="$k" 'BEGIN { printf "%+.3fs", d - k }')
 	else
@@ -133,11 +133,11 @@ evidence() {
 	local dir=$1 k
 	k=$(cat "$dir/kill_at")
 	echo "    HAProxy log, non-2xx (t = accept, seconds after SIGTERM to A; TR/Tw/Tc/Tr/Ta ms; termination state):"
-	awk -v k="$k" '$3 ~ /^(GET|POST)$/ && $4 !~ /^2/ { printf "      t=%+.3f %s\n", $2 - k, substr($0, index($0, $3)) }' "$dir/haproxy.log" | head -40
+	awk -v k="$k" '$3 ~ /^(GET|POST)$/ && $4 !~ /^2/ { printf "      t=%+.3f %s\n", $2 - k, substr($0, index($0, $3)) }' "$dir/haproxy.log" | first 40 || true
 	echo "    HAProxy server state changes:"
 	grep 'Server be/' "$dir/haproxy.log" | grep -v '^\[' | while read -r ts rest; do
 		awk -v d="$(date -d "$ts" +%s.%N)" -v k="$k" -v r="$rest" 'BEGIN { printf "      t=%+.3f %s\n", d - k, substr(r, 1, 110) }'
-	done
+	done || true
 	echo "    A: $(grep -m1 '^summary' "$dir/A.out" || echo 'no summary')"
 	keep "$dir"
 }

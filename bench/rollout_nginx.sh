@@ -106,9 +106,9 @@ evidence() {
 	local dir=$1 k
 	k=$(cat "$dir/kill_at")
 	echo "    nginx access log, non-2xx (t = start of the request, seconds after SIGTERM to A):"
-	awk -v k="$k" '$3 !~ /^2/ { printf "      t=%+.3f %s\n", $1 - substr($4, 6) - k, substr($0, index($0, " ") + 1) }' "$dir/access.log" | head -40
+	awk -v k="$k" '$3 !~ /^2/ { printf "      t=%+.3f %s\n", $1 - substr($4, 6) - k, substr($0, index($0, " ") + 1) }' "$dir/access.log" | first 40 || true
 	echo "    nginx error log, upstream lines (second resolution; SIGTERM at $(date -u -d "@$k" +%H:%M:%S.%N | cut -c1-12)):"
-	grep -E 'upstream|connect\(\)|recv\(\)|send\(\)|writev\(\)' "$dir/error.log" | sed 's/^/      /' | head -40
+	grep -E 'upstream|connect\(\)|recv\(\)|send\(\)|writev\(\)' "$dir/error.log" | sed 's/^/      /' | first 40 || true
 	echo "    A: $(grep -m1 '^summary' "$dir/A.out" || echo 'no summary')"
 	keep "$dir"
 }
