@@ -23,12 +23,14 @@
 # lb_try_interval (250 ms); a request that draws it for all of
 # lb_try_duration gets a 502. FAIL_DURATION (say 10s) adds Caddy's passive
 # health check, fail_duration: an upstream whose dial failed is not chosen
-# for that long.
+# for that long. HEALTH_INTERVAL (say 300ms) adds active health checks on
+# /ready at that interval (health_uri /ready; Caddy 2.6 marks an upstream
+# down at its first failed check).
 #
 # Environment (defaults in brackets): TRIALS [20], MODES ["drainhttp
 # plain"], DRAIN_TIME [3s], DRAIN_TIMEOUT [2s], SHUTDOWN_DELAY [0s],
-# FAIL_DURATION [none], CADDY_LOG [DEBUG: each upstream round trip],
-# PORT [27200] (Caddy; backends PORT+1, PORT+2),
+# FAIL_DURATION [none], HEALTH_INTERVAL [none], CADDY_LOG [DEBUG: it logs
+# each upstream round trip], PORT [27200] (Caddy; backends PORT+1, PORT+2),
 # OUT [bench/results/rollout_caddy.txt], and bench/rollout_common.sh's
 # CONNS, RATE_DELAY, WORK, BODY, LOAD, KILL_AT, TRACE.
 set -euo pipefail
@@ -46,6 +48,9 @@ FAIL_DURATION=${FAIL_DURATION:-}
 CADDY_LOG=${CADDY_LOG:-DEBUG}
 FAIL_CONF=
 [ -n "$FAIL_DURATION" ] && [ "$FAIL_DURATION" != 0 ] && FAIL_CONF=$'\n\t\tfail_duration '"$FAIL_DURATION"
+HEALTH_INTERVAL=${HEALTH_INTERVAL:-}
+[ -n "$HEALTH_INTERVAL" ] && FAIL_CONF+=$'\n\t\thealth_uri /ready\n\t\thealth_interval '"$HEALTH_INTERVAL"$'\n\t\thealth_timeout 1s'
+
 PA=$((PORT + 1))
 PB=$((PORT + 2))
 
@@ -135,7 +140,7 @@ tee_pid=$!
 	echo "# $(go version); $(nproc) CPUs; kernel $(uname -r); caddy $(caddy version | cut -d' ' -f1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 	echo "# tree: $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(git status --porcelain -- . ':!bench' 2>/dev/null | wc -l) files outside bench/ changed or new since"
 	echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "# caddy 127.0.0.1:$PORT -> A h2c://:$PA, B h2c://:$PB (lb_try_duration 2s${FAIL_CONF:+, fail_duration $FAIL_DURATION}; no health checks${FAIL_CONF:+ but the passive ones})"
+	echo "# caddy 127.0.0.1:$PORT -> A h2c://:$PA, B h2c://:$PB; reverse_proxy options: lb_try_duration 2s$(tr '\n\t' '; ' <<<"$FAIL_CONF" | tr -s ' ')"
 	echo "# load: wrk -t1 -c$CONNS -d${LOAD}s over HTTP/1.1 to Caddy, GET / or POST / (${BODY} B body) at random, ${RATE_DELAY} ms between a response and the next request per connection; handler work $WORK"
 	echo "# SIGTERM to A at ${KILL_AT}s; drainhttp: gradual, drain time $DRAIN_TIME, drain timeout $DRAIN_TIMEOUT, shutdown delay $SHUTDOWN_DELAY; plain: Shutdown at once (context $DRAIN_TIMEOUT)"
 	echo "# trial line: requests, non2xx, sockerr=connect/read/write/timeout (wrk), statuses; A: exit = SIGTERM to exit, Stats (drainhttp: goaways = HTTP/2 connections sent a GOAWAY), phases (start after SIGTERM, cause)"
