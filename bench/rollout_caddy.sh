@@ -138,7 +138,7 @@ tee_pid=$!
 {
 	echo "# bench/rollout_caddy.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo "# $(go version); $(nproc) CPUs; kernel $(uname -r); caddy $(caddy version | cut -d' ' -f1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
-	echo "# tree: $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(git status --porcelain -- . ':!bench' 2>/dev/null | wc -l) files outside bench/ changed or new since"
+	echo "# library and backend: $src_desc"
 	echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "# caddy 127.0.0.1:$PORT -> A h2c://:$PA, B h2c://:$PB; reverse_proxy options: lb_try_duration 2s$(tr '\n\t' '; ' <<<"$FAIL_CONF" | tr -s ' ')"
 	echo "# load: wrk -t1 -c$CONNS -d${LOAD}s over HTTP/1.1 to Caddy, GET / or POST / (${BODY} B body) at random, ${RATE_DELAY} ms between a response and the next request per connection; handler work $WORK"

@@ -21,6 +21,10 @@
 #                    lost a request are kept (the backends' -trace output,
 #                    the proxy's access and error logs, wrk's output)
 #   TRACE [0]        1: keep every trial's logs, not only those that lost
+#   SRC [HEAD]       the commit whose library and backend are measured:
+#                    exported with git archive and built there, so that
+#                    uncommitted changes in the work tree are left out;
+#                    SRC=worktree builds the work tree as it is
 
 CONNS=${CONNS:-16}
 RATE_DELAY=${RATE_DELAY:-4}
@@ -63,7 +67,16 @@ rollout_init() {
 	chmod 755 "$work" # nginx's workers run as nobody
 	trap rollout_cleanup EXIT
 	trap 'exit 130' INT TERM
-	go build -o "$work/backend" ./bench/cmd/backend
+	SRC=${SRC:-HEAD}
+	if [ "$SRC" = worktree ]; then
+		go build -o "$work/backend" ./bench/cmd/backend
+		src_desc="work tree at $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(git status --porcelain -- . ':!bench' 2>/dev/null | wc -l) files outside bench/ changed or new"
+	else
+		mkdir "$work/src"
+		git archive "$SRC" | tar -x -C "$work/src"
+		(cd "$work/src/bench" && GOWORK=off GOFLAGS=-mod=mod go build -o "$work/backend" ./cmd/backend)
+		src_desc="commit $(git rev-parse --short "$SRC") ($(git log -1 --format=%s "$SRC" | cut -c1-80)), built from git archive"
+	fi
 	cat >"$work/load.lua" <<EOF
 -- GET / or POST / (a body of $BODY bytes), each with probability 1/2
 -- (not in turn: a proxy's round robin would lock onto the alternation and

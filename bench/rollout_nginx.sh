@@ -121,7 +121,7 @@ tee_pid=$!
 {
 	echo "# bench/rollout_nginx.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo "# $(go version); $(nproc) CPUs; kernel $(uname -r); $(nginx -v 2>&1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
-	echo "# tree: $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(git status --porcelain -- . ':!bench' 2>/dev/null | wc -l) files outside bench/ changed or new since"
+	echo "# library and backend: $src_desc"
 	echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "# nginx 127.0.0.1:$PORT -> A :$PA, B :$PB (upstream keepalive 32, HTTP/1.1, default proxy_next_upstream)"
 	echo "# load: wrk -t1 -c$CONNS -d${LOAD}s, GET / or POST / (${BODY} B body) at random, ${RATE_DELAY} ms between a response and the next request per connection; handler work $WORK"
