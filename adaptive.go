@@ -58,8 +58,9 @@ const maxProbeSources = 64
 //
 // The drain window (PhaseWindow) then ends early, at the latest after
 // DrainTime, once no connection other than a probe's is open and none has
-// arrived for Quiet: a server with no traffic left stops at once, and a
-// busy one still drains gradually. So Ctrl-C on an idle development
+// arrived, or closed, for Quiet (a client told to close reconnects within
+// moments): a server with no traffic left stops at once, and a busy one
+// still drains gradually. So Ctrl-C on an idle development
 // server exits after about Quiet.
 //
 // The zero value uses DefaultAdaptiveProbes and DefaultAdaptiveQuiet.
@@ -106,6 +107,7 @@ type adaptive struct {
 	sources     map[string]*probeSource
 	drainStart  time.Time          // zero until the drain starts
 	lastTraffic time.Time          // accept time of the newest connection not a probe's
+	lastClose   time.Time          // when the last connection not a probe's closed
 	pending     map[*conn]struct{} // connections whose first request has not ended: maybe probes
 }
 
@@ -161,6 +163,11 @@ func (a *adaptive) closedConn(c *conn) {
 	a.classify(c)
 	if c.probe.Load() {
 		a.probeConns.Add(-1)
+	} else {
+		now := a.clock.Now()
+		a.mu.Lock()
+		a.lastClose = now
+		a.mu.Unlock()
 	}
 	a.wake()
 }
@@ -274,7 +281,12 @@ func (a *adaptive) windowQuiet(stop <-chan struct{}) <-chan struct{} {
 		for {
 			now := a.clock.Now()
 			a.mu.Lock()
+			// A client told to close reconnects within moments: the
+			// window is quiet Quiet after the last connection closed too.
 			quietAt := a.quietAtLocked()
+			if q := a.lastClose.Add(a.opts.Quiet); q.After(quietAt) {
+				quietAt = q
+			}
 			a.mu.Unlock()
 			open := int64(a.s.tracker.openCount()) - a.probeConns.Load()
 			if open <= 0 && !now.Before(quietAt) {

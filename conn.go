@@ -17,6 +17,11 @@ import (
 // until a drain or a policy reaches it: the drain record (connDrain) is
 // allocated then.
 type conn struct {
+	// Context is the connection's context, from BaseContext and the
+	// user's ConnContext: the record is the context net/http gives the
+	// connection's requests, and Value(connKey{}) returns it, which saves
+	// a context.WithValue per connection.
+	context.Context
 	t        *tracker
 	nc       net.Conn // as the listener returned it
 	policy   *ConnPolicy

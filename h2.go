@@ -85,7 +85,7 @@ type h2Conn struct {
 	wire *h2Wire // nil: the server writes to the *tls.Conn itself (Go 1.26)
 
 	closedOnce sync.Once
-	done       chan struct{} // closed when srv reports the connection closed
+	done       sync.WaitGroup // done when srv reports the connection closed (a channel costs 96 bytes more)
 
 	mu      sync.Mutex
 	armed   bool // a GOAWAY now cannot make the client fail a request
@@ -105,27 +105,27 @@ func (t *tracker) serveH2(outer *http.Server, nc net.Conn, h http.Handler, proto
 	if bc, ok := h.(interface{ BaseContext() context.Context }); ok {
 		ctx = bc.BaseContext()
 	}
-	hc := &h2Conn{t: t, c: t.lookup(nc), done: make(chan struct{})}
+	hc := &h2Conn{t: t, c: t.lookup(nc)}
+	hc.done.Add(1)
 	srv := &http.Server{
 		Handler:                      h,
 		DisableGeneralOptionsHandler: true, // h is the outer server's handler, which does it
 		BaseContext:                  func(net.Listener) context.Context { return ctx },
+		TLSConfig:                    t.h2TLS,
 	}
 	inheritH2Fields(srv, outer)
 	hc.srv = srv
 	var served net.Conn = nc
 	switch {
 	case servesAnyTLSConn:
-		w := newH2Wire(nc, t.clock, proto == protoH2C, hc.arm, hc.pingAcked)
-		state := h2cState
-		if tc, ok := nc.(*tls.Conn); ok {
-			state = tc.ConnectionState()
-		} else {
+		w := newH2Wire(nc, hc, proto == protoH2C)
+		tc, _ := nc.(*tls.Conn)
+		if tc == nil {
 			srv.Handler = clearTLS{h}
 		}
-		hc.wire, served = w, h2TLSWire{w, state}
+		hc.wire, served = w, h2TLSWire{w, tc}
 	case proto == protoH2C:
-		w := newH2Wire(nc, t.clock, true, hc.arm, hc.pingAcked)
+		w := newH2Wire(nc, hc, true)
 		var p http.Protocols
 		p.SetUnencryptedHTTP2(true)
 		srv.Protocols = &p
@@ -139,12 +139,16 @@ func (t *tracker) serveH2(outer *http.Server, nc net.Conn, h http.Handler, proto
 		hc.c.setHTTP2(proto, hc)
 	}
 	l := &oneConnListener{conn: served}
+	// Serve sets HTTP/2 up on srv, then hands the connection to a
+	// goroutine of its own and returns.
+	t.h2Setup.Lock()
 	srv.Serve(l)
+	t.h2Setup.Unlock()
 	if !l.taken() {
 		nc.Close()
 		return
 	}
-	<-hc.done
+	hc.done.Wait()
 }
 
 // state is the per-connection server's ConnState hook. It passes on
@@ -157,7 +161,7 @@ func (hc *h2Conn) state(nc net.Conn, state http.ConnState) {
 	case http.StateNew:
 		return
 	case http.StateClosed:
-		hc.closedOnce.Do(func() { close(hc.done) })
+		hc.closedOnce.Do(hc.done.Done)
 		return
 	}
 	if hc.c != nil {

@@ -5,12 +5,12 @@ package drainhttp
 // a 9-byte header (24-bit length, type, flags, stream) and its payload
 // (RFC 9113 section 4.1).
 type frameCursor struct {
-	skip    int // bytes still to pass before the first frame: the client preface
+	skip    int32 // bytes still to pass before the first frame: the client preface
+	n       int32 // header bytes seen of the current frame, 0 to 9
+	left    int32 // payload bytes left, once the header is complete (at most 2^24-1)
+	frames  int32 // frame headers seen, up to a point (between only asks whether any)
 	hdr     [9]byte
-	n       int  // header bytes seen of the current frame, 0 to 9
-	left    int  // payload bytes left, once the header is complete
 	inBlock bool // inside a header block: no other frame may come (RFC 9113 section 6.10)
-	frames  int  // frame headers seen
 }
 
 // HTTP/2 frame types and flags (RFC 9113 section 6).
@@ -43,12 +43,12 @@ func (c *frameCursor) between() bool {
 func (c *frameCursor) step(p []byte, onFrame func(hdr *[9]byte, chunk []byte, done bool)) int {
 	switch {
 	case c.skip > 0:
-		k := min(c.skip, len(p))
-		c.skip -= k
+		k := min(int(c.skip), len(p))
+		c.skip -= int32(k)
 		return k
 	case c.left > 0:
-		k := min(c.left, len(p))
-		c.left -= k
+		k := min(int(c.left), len(p))
+		c.left -= int32(k)
 		if onFrame != nil {
 			onFrame(&c.hdr, p[:k], c.left == 0)
 		}
@@ -58,14 +58,14 @@ func (c *frameCursor) step(p []byte, onFrame func(hdr *[9]byte, chunk []byte, do
 		return k
 	}
 	k := copy(c.hdr[c.n:], p)
-	c.n += k
-	if c.n == len(c.hdr) {
-		c.frames++
+	c.n += int32(k)
+	if c.n == int32(len(c.hdr)) {
+		c.frames = min(c.frames+1, 1<<30)
 		switch c.hdr[3] {
 		case frameHeaders, framePushPromise, frameContinuation:
 			c.inBlock = c.hdr[4]&flagEndHeaders == 0
 		}
-		c.left = int(c.hdr[0])<<16 | int(c.hdr[1])<<8 | int(c.hdr[2])
+		c.left = int32(c.hdr[0])<<16 | int32(c.hdr[1])<<8 | int32(c.hdr[2])
 		if c.left == 0 {
 			c.n = 0
 			if onFrame != nil {

@@ -18,10 +18,11 @@ import (
 // listener returned.
 type h2Wire struct {
 	net.Conn
-	clock Clock
-	// replay is the client preface, which the outer server has already
-	// read from an h2c connection: it is read again from here.
-	replay []byte
+	hc *h2Conn // its clock, and whom to tell of the answers
+	// replay is how much of the client preface, which the outer server
+	// has already read from an h2c connection, is still to be read again
+	// from here.
+	replay int32
 
 	fence atomic.Pointer[chan struct{}] // while set, the server's writes wait for it to close
 
@@ -32,17 +33,15 @@ type h2Wire struct {
 
 	rcur       frameCursor // touched only by the server's reading goroutine
 	pingGot    [8]byte
-	pingN      int
-	settingsOK atomic.Bool // the client has acknowledged our SETTINGS
-	pingWanted atomic.Bool // a heads-up PING is waiting for its ACK
-	onSettings func()      // called once, when settingsOK becomes true
-	onPingAck  func()      // called once, when our PING's ACK arrives
+	pingN      int32
+	settingsOK atomic.Bool // the client has acknowledged our SETTINGS: hc.arm is called
+	pingWanted atomic.Bool // a heads-up PING is waiting for its ACK: hc.pingAcked is called
 }
 
-func newH2Wire(c net.Conn, clock Clock, replayPreface bool, onSettings, onPingAck func()) *h2Wire {
-	w := &h2Wire{Conn: c, clock: clock, onSettings: onSettings, onPingAck: onPingAck}
+func newH2Wire(c net.Conn, hc *h2Conn, replayPreface bool) *h2Wire {
+	w := &h2Wire{Conn: c, hc: hc}
 	if replayPreface {
-		w.replay = []byte(clientPreface)
+		w.replay = clientPrefaceLen
 	}
 	w.rcur.skip = clientPrefaceLen
 	return w
@@ -54,9 +53,9 @@ const clientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 func (w *h2Wire) Read(p []byte) (int, error) {
 	var n int
 	var err error
-	if len(w.replay) > 0 {
-		n = copy(p, w.replay)
-		w.replay = w.replay[n:]
+	if w.replay > 0 {
+		n = copy(p, clientPreface[clientPrefaceLen-w.replay:])
+		w.replay -= int32(n)
 	} else {
 		n, err = w.Conn.Read(p)
 	}
@@ -71,21 +70,21 @@ func (w *h2Wire) sawFrame(hdr *[9]byte, chunk []byte, done bool) {
 	}
 	switch hdr[3] {
 	case frameSettings:
-		if w.settingsOK.CompareAndSwap(false, true) && w.onSettings != nil {
-			w.onSettings()
+		if w.settingsOK.CompareAndSwap(false, true) && w.hc != nil {
+			w.hc.arm()
 		}
 	case framePing:
 		if !w.pingWanted.Load() {
 			return
 		}
-		w.pingN += copy(w.pingGot[min(w.pingN, len(w.pingGot)):], chunk)
+		w.pingN += int32(copy(w.pingGot[min(int(w.pingN), len(w.pingGot)):], chunk))
 		if !done {
 			return
 		}
-		match := w.pingN == len(w.pingGot) && w.pingGot == pingPayload
+		match := w.pingN == int32(len(w.pingGot)) && w.pingGot == pingPayload
 		w.pingN = 0
-		if match && w.pingWanted.CompareAndSwap(true, false) && w.onPingAck != nil {
-			w.onPingAck()
+		if match && w.pingWanted.CompareAndSwap(true, false) && w.hc != nil {
+			w.hc.pingAcked()
 		}
 	}
 }
@@ -152,7 +151,7 @@ func (w *h2Wire) sendHeadsUp() {
 	w.pingWanted.Store(true)
 	fence := make(chan struct{})
 	w.fence.Store(&fence)
-	w.clock.AfterFunc(h2HeadsUpFence, func() {
+	w.hc.t.clock.AfterFunc(h2HeadsUpFence, func() {
 		w.wmu.Lock()
 		defer w.wmu.Unlock()
 		w.inject = append(w.inject, goAwayHeadsUp[:]...)
@@ -172,10 +171,17 @@ func (w *h2Wire) sendHeadsUp() {
 // requests then have their TLS field cleared (clearTLS).
 type h2TLSWire struct {
 	*h2Wire
-	state tls.ConnectionState
+	tc *tls.Conn // nil: h2c
 }
 
-func (w h2TLSWire) ConnectionState() tls.ConnectionState { return w.state }
+// ConnectionState is the *tls.Conn's (asked twice per connection, by
+// net/http and its HTTP/2 server), or h2cState.
+func (w h2TLSWire) ConnectionState() tls.ConnectionState {
+	if w.tc == nil {
+		return h2cState
+	}
+	return w.tc.ConnectionState()
+}
 
 // h2cState is the made-up TLS state of an h2c connection served through an
 // h2TLSWire: enough for net/http's HTTP/2 checks (TLS 1.2 or later, a

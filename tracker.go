@@ -29,12 +29,19 @@ type tracker struct {
 	limiter      *rate.Limiter // nil: proactive ends are not rate limited
 	h2MinAge     time.Duration // see h2MinAge; tests may set zero
 	noKeepAlives atomic.Bool   // SetKeepAlivesEnabled(false)
+	// h2TLS is the TLSConfig of every HTTP/2 connection's own server.
+	// Without one, net/http's HTTP/2 setup allocates one per connection
+	// (half a kilobyte); it never handshakes with it, and only Go 1.26's
+	// setup writes to it (the same values each time), which h2Setup
+	// serializes.
+	h2TLS   *tls.Config
+	h2Setup sync.Mutex
 	// countRequests makes every request counted, not only where
 	// MaxRequestsPerConnection needs it: Adaptive tells probes by their
 	// connection's first request.
 	countRequests bool
 
-	conns sync.Map  // net.Conn (accepted, and as net/http's hooks see it) -> *conn
+	conns *connMap  // net.Conn (accepted, and as net/http's hooks see it) -> *conn
 	epoch time.Time // the origin of monoNow
 
 	mu           sync.Mutex
@@ -66,6 +73,8 @@ func newTracker(mgr *Manager, drainTimeout time.Duration, log *slog.Logger, user
 		userState:    userState,
 		hijacked:     make(map[*conn]struct{}),
 		epoch:        mgr.opts.Clock.Now(),
+		conns:        newConnMap(),
+		h2TLS:        &tls.Config{NextProtos: []string{"h2", "http/1.1"}},
 	}
 	mgr.watch(t.drainReached)
 	return t
@@ -96,7 +105,7 @@ func (t *tracker) add(nc net.Conn, policy *ConnPolicy) *conn {
 	c := &conn{t: t, nc: nc, policy: policy, accepted: t.clock.Now().UnixNano(), late: t.mgr.Draining()}
 	c.state.Store(int32(http.StateNew))
 	t.accepted.Add(1)
-	t.conns.Store(nc, c)
+	t.conns.store(nc, c)
 	t.mu.Lock()
 	t.n++
 	final, onAccept := t.final, t.onAccept
@@ -119,22 +128,21 @@ func (t *tracker) add(nc net.Conn, policy *ConnPolicy) *conn {
 // accepted conn itself, or a *tls.Conn over it (ServeTLS), which is then
 // stored as a second key.
 func (t *tracker) lookup(nc net.Conn) *conn {
-	if v, ok := t.conns.Load(nc); ok {
-		return v.(*conn)
+	if c := t.conns.load(nc); c != nil {
+		return c
 	}
 	tc, ok := nc.(*tls.Conn)
 	if !ok {
 		return nil
 	}
-	v, ok := t.conns.Load(tc.NetConn())
-	if !ok {
+	c := t.conns.load(tc.NetConn())
+	if c == nil {
 		return nil
 	}
-	c := v.(*conn)
 	c.mu.Lock()
 	if c.drainState() != closed && c.alias == nil {
 		c.alias = tc
-		t.conns.Store(tc, c)
+		t.conns.store(tc, c)
 	}
 	c.mu.Unlock()
 	return c
@@ -142,12 +150,12 @@ func (t *tracker) lookup(nc net.Conn) *conn {
 
 // remove forgets c.
 func (t *tracker) remove(c *conn, hijacked bool) {
-	t.conns.Delete(c.nc)
+	t.conns.delete(c.nc)
 	c.mu.Lock()
 	alias := c.alias
 	c.mu.Unlock()
 	if alias != nil {
-		t.conns.Delete(alias)
+		t.conns.delete(alias)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -164,12 +172,22 @@ func (t *tracker) remove(c *conn, hijacked bool) {
 type connKey struct{}
 
 // connContext is the outer server's ConnContext, after the user's: it makes
-// a request's connection record one context lookup away.
+// a request's connection record one context lookup away, by making the
+// record the connection's context.
 func (t *tracker) connContext(ctx context.Context, nc net.Conn) context.Context {
 	if c := t.lookup(nc); c != nil {
-		return context.WithValue(ctx, connKey{}, c)
+		c.Context = ctx
+		return c
 	}
 	return ctx
+}
+
+// Value makes a record the context that holds it.
+func (c *conn) Value(key any) any {
+	if key == (connKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
 }
 
 func connFromContext(ctx context.Context) *conn {
@@ -250,17 +268,7 @@ func (t *tracker) emptied() <-chan struct{} {
 }
 
 // snapshot returns every tracked connection once.
-func (t *tracker) snapshot() []*conn {
-	var conns []*conn
-	t.conns.Range(func(k, v any) bool {
-		c := v.(*conn)
-		if nc, ok := k.(net.Conn); ok && nc == c.nc {
-			conns = append(conns, c)
-		}
-		return true
-	})
-	return conns
-}
+func (t *tracker) snapshot() []*conn { return t.conns.records() }
 
 // openCount returns how many connections are open.
 func (t *tracker) openCount() int {
