@@ -392,7 +392,10 @@ func TestH2_UnreplayablePOSTsOnOneConnectionAllSucceedThroughItsGoAway(t *testin
 // connection is sent a GOAWAY as usual, not left for its deadline as an
 // HTTP/1.1 upgrade is.
 func TestH2_ConnectStreamGetsGoAwayLikeAnyOther(t *testing.T) {
-	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// A decision that closes the CONNECT's connection (no drain runs):
+	// on HTTP/1.1 it would get no Connection: close, on HTTP/2 a GOAWAY.
+	var closeIt atomic.Bool
+	s := &Server{Handler: Middleware(DecisionFunc(closeIt.Load))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodConnect {
 			w.WriteHeader(http.StatusOK)
 			http.NewResponseController(w).Flush()
@@ -400,27 +403,26 @@ func TestH2_ConnectStreamGetsGoAwayLikeAnyOther(t *testing.T) {
 			return
 		}
 		io.WriteString(w, "ok")
-	}), DrainTimeout: time.Minute}
+	})), DrainTimeout: time.Minute}
 	ts := startServer(t, s)
 	r := ts.dialRaw("h2c")
+	r.request(1, "GET", "/") // the client has seen our SETTINGS: a GOAWAY is safe
+	r.response(1)
+	closeIt.Store(true)
+	r.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
 	r.hbuf.Reset()
 	for _, f := range [][2]string{{":method", "CONNECT"}, {":authority", "example.test:443"}} {
 		r.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
 	}
-	if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: r.hbuf.Bytes(), EndHeaders: true}); err != nil {
+	if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: r.hbuf.Bytes(), EndHeaders: true}); err != nil {
 		t.Fatal(err)
 	}
-	r.next("the CONNECT's 200", true, func(f http2.Frame) bool {
-		h, ok := f.(*http2.MetaHeadersFrame)
-		return ok && h.StreamID == 1
-	})
-	s.StartDrainNow()
 	g := r.next("the GOAWAY", true, func(f http2.Frame) bool {
 		g, ok := f.(*http2.GoAwayFrame)
 		return ok && g.LastStreamID < 1<<31-1
 	}).(*http2.GoAwayFrame)
-	if g.LastStreamID != 1 {
-		t.Errorf("GOAWAY last stream %d, want 1", g.LastStreamID)
+	if g.LastStreamID != 3 {
+		t.Errorf("GOAWAY last stream %d, want 3", g.LastStreamID)
 	}
 }
 
