@@ -97,6 +97,8 @@ trial() {
 	echo "$line" >>"$work/trials.txt"
 	if lost "$line" || [ "$TRACE" = 1 ]; then
 		evidence "$dir"
+	elif ! grep -q 'slow(>[0-9.]*s)=0' <<<"$line"; then
+		slow_evidence "$dir"
 	fi
 }
 
@@ -110,6 +112,16 @@ evidence() {
 	echo "    nginx error log, upstream lines (second resolution; SIGTERM at $(date -u -d "@$k" +%H:%M:%S.%N | cut -c1-12)):"
 	grep -E 'upstream|connect\(\)|recv\(\)|send\(\)|writev\(\)' "$dir/error.log" | sed 's/^/      /' | first 40 || true
 	echo "    A: $(grep -m1 '^summary' "$dir/A.out" || echo 'no summary')"
+	keep "$dir"
+}
+
+# slow_evidence DIR: the access log lines of the requests that took over
+# SLOW seconds (their upstreams, upstream statuses and connect times).
+slow_evidence() {
+	local dir=$1 k
+	k=$(cat "$dir/kill_at")
+	echo "    nginx access log, requests over ${SLOW}s (t = start, seconds after SIGTERM to A):"
+	awk -v k="$k" -v slow="$SLOW" '{ d = substr($4, 6) } d > slow { printf "      t=%+.3f %s\n", $1 - d - k, substr($0, index($0, " ") + 1) }' "$dir/access.log" | first 20 || true
 	keep "$dir"
 }
 
