@@ -38,6 +38,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -53,7 +54,18 @@ func main() {
 	drainTimeout := flag.Duration("drain-timeout", 5*time.Second, "per-connection drain timeout (drainhttp)")
 	strategy := flag.String("strategy", "gradual", "gradual or immediate (drainhttp)")
 	level := flag.String("log-level", "info", "debug, info, warn or error (drainhttp)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile to `file` until the server stops")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -105,6 +117,7 @@ func main() {
 		if err := srv.ListenAndServeUntilSignal(); err != nil {
 			fatal(err)
 		}
+		return
 	default:
 		fatal(fmt.Errorf("unknown -server %q (want nethttp, nethttp-tcp or drainhttp)", *which))
 	}
