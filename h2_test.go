@@ -408,6 +408,10 @@ func TestH2_ConnectStreamGetsGoAwayLikeAnyOther(t *testing.T) {
 	r := ts.dialRaw("h2c")
 	r.request(1, "GET", "/") // the client has seen our SETTINGS: a GOAWAY is safe
 	r.response(1)
+	// Older than h2MinAge, so that only the CONNECT's decision can send the
+	// GOAWAY: at ea4b9ce a young connection got one from a timer, which
+	// hid that a CONNECT got none.
+	time.Sleep(h2MinAge)
 	closeIt.Store(true)
 	r.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
 	r.hbuf.Reset()

@@ -92,16 +92,36 @@ func (w *h2Wire) sawFrame(hdr *[9]byte, chunk []byte, done bool) {
 // Write writes the server's bytes, with our frames, if any wait, put at
 // the first place between two of its frames.
 func (w *h2Wire) Write(p []byte) (int, error) {
+	if w.fence.Load() != nil {
+		return w.writeWithOurs(p)
+	}
+	w.wmu.Lock()
+	if w.inject != nil {
+		w.wmu.Unlock()
+		return w.writeWithOurs(p)
+	}
+	w.wcur.advance(p, nil)
+	n, err := w.Conn.Write(p)
+	w.wmu.Unlock()
+	return n, err
+}
+
+// writeWithOurs is Write when a heads-up is on its way: apart from Write's
+// few lines, so that every write does not pay its stack frame (net/http
+// writes from short-lived goroutines, whose first stack a large frame
+// outgrows).
+//
+//go:noinline
+func (w *h2Wire) writeWithOurs(p []byte) (int, error) {
 	if fence := w.fence.Load(); fence != nil {
 		<-*fence
 	}
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
-	if w.inject == nil {
-		w.wcur.advance(p, nil)
-		return w.Conn.Write(p)
+	k := -1
+	if w.inject != nil {
+		k = w.wcur.nextBetween(p)
 	}
-	k := w.wcur.nextBetween(p)
 	if k < 0 {
 		w.wcur.advance(p, nil)
 		return w.Conn.Write(p)

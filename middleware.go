@@ -3,8 +3,7 @@ package drainhttp
 import (
 	"log/slog"
 	"net/http"
-
-	"golang.org/x/net/http/httpguts"
+	"strings"
 )
 
 // MiddlewareOption configures Middleware.
@@ -184,9 +183,24 @@ func (c *conn) closeAfter(w http.ResponseWriter, r *http.Request) {
 // setConnectionClose sets Connection: close on the response to r, unless r
 // is an HTTP/1.1 upgrade or CONNECT, and reports whether it did.
 func setConnectionClose(w http.ResponseWriter, r *http.Request) bool {
-	if r.ProtoMajor == 1 && (r.Method == http.MethodConnect || httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade")) {
+	if r.ProtoMajor == 1 && (r.Method == http.MethodConnect || hasToken(r.Header["Connection"], "upgrade")) {
 		return false
 	}
 	w.Header().Set("Connection", "close")
 	return true
+}
+
+// hasToken reports whether the comma-separated header values hold token,
+// compared case-insensitively, as net/http reads Connection. (x/net's
+// httpguts has this function; importing it links a second copy of the
+// IDNA tables net/http already vendors, about 16 KB.)
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for part := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.Trim(part, " \t"), token) {
+				return true
+			}
+		}
+	}
+	return false
 }

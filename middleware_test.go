@@ -91,6 +91,7 @@ func TestMiddleware_LeavesHTTP1UpgradeAndConnectAlone(t *testing.T) {
 	h := Middleware(DecisionFunc(func() bool { return true }))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	for _, r := range []*http.Request{
 		{Method: "GET", ProtoMajor: 1, Header: http.Header{"Connection": {"keep-alive, Upgrade"}, "Upgrade": {"websocket"}}},
+		{Method: "GET", ProtoMajor: 1, Header: http.Header{"Connection": {"keep-alive", "\tUPGRADE "}, "Upgrade": {"websocket"}}},
 		{Method: "CONNECT", ProtoMajor: 1, Header: http.Header{}},
 	} {
 		w := httptest.NewRecorder()
@@ -99,10 +100,14 @@ func TestMiddleware_LeavesHTTP1UpgradeAndConnectAlone(t *testing.T) {
 			t.Errorf("%s %v: Connection: %q", r.Method, r.Header, got)
 		}
 	}
-	w := httptest.NewRecorder()
-	h.ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
-	if got := w.Header().Get("Connection"); got != "close" {
-		t.Errorf("plain GET while draining: Connection: %q, want close", got)
+	for _, conn := range []string{"", "keep-alive", "upgraded, x-upgrade"} {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("Connection", conn)
+		h.ServeHTTP(w, r)
+		if got := w.Header().Get("Connection"); got != "close" {
+			t.Errorf("GET with Connection %q while draining: Connection: %q, want close", conn, got)
+		}
 	}
 }
 

@@ -296,9 +296,11 @@ func (s *Server) build() error {
 // setupH2 decides, at the first serve call, whether net/http would serve
 // HTTP/2, and if so routes HTTP/2 connections through servers of their
 // own. net/http decides once too, at its first serve call.
-func (s *Server) setupH2(serveTLS bool) {
+// serve is the serve call to probe with, (*http.Server).Serve or
+// serveTLSProbe: a program that never serves TLS links no TLS server code.
+func (s *Server) setupH2(serve func(*http.Server, net.Listener) error) {
 	s.h2Once.Do(func() {
-		if s.TLSNextProto != nil || !netHTTPServesHTTP2(s, serveTLS) {
+		if s.TLSNextProto != nil || !netHTTPServesHTTP2(s, serve) {
 			return
 		}
 		s.tracker.installH2(s.srv, s.Protocols != nil && s.Protocols.UnencryptedHTTP2())
@@ -309,19 +311,19 @@ func (s *Server) setupH2(serveTLS bool) {
 // settings would serve HTTP/2, on a throwaway server whose serve call
 // returns at once: that is where net/http sets HTTP/2 up, or not
 // (GODEBUG=http2server=0, Protocols, a TLSConfig without "h2" under Serve).
-func netHTTPServesHTTP2(s *Server, serveTLS bool) bool {
+func netHTTPServesHTTP2(s *Server, serve func(*http.Server, net.Listener) error) bool {
 	probe := &http.Server{Protocols: s.Protocols}
 	if s.TLSConfig != nil {
 		probe.TLSConfig = s.TLSConfig.Clone()
 	}
-	var l probeListener
-	if serveTLS {
-		probe.ServeTLS(l, "", "")
-	} else {
-		probe.Serve(l)
-	}
+	serve(probe, probeListener{})
 	_, ok := probe.TLSNextProto["h2"]
 	return ok
+}
+
+// serveTLSProbe is ServeTLS's probe: TLSConfig holds any certificates.
+func serveTLSProbe(probe *http.Server, l net.Listener) error {
+	return probe.ServeTLS(l, "", "")
 }
 
 // probeListener is a listener that is closed already.
@@ -350,7 +352,7 @@ func (s *Server) Serve(l net.Listener) error {
 		return err
 	}
 	defer s.untrack(sl)
-	s.setupH2(false)
+	s.setupH2((*http.Server).Serve)
 	return s.serveErr(s.srv.Serve(sl))
 }
 
@@ -363,7 +365,7 @@ func (s *Server) ServeTLS(l net.Listener, certFile, keyFile string) error {
 		return err
 	}
 	defer s.untrack(sl)
-	s.setupH2(true)
+	s.setupH2(serveTLSProbe)
 	return s.serveErr(s.srv.ServeTLS(sl, certFile, keyFile))
 }
 
