@@ -596,7 +596,6 @@ follow:
 	type q struct {
 		n, open     int
 		closes      []time.Duration
-		first, last time.Duration
 	}
 	byKind := map[string]*q{}
 	var kinds []string
