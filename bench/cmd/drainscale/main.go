@@ -594,8 +594,8 @@ follow:
 	everything := slices.Clone(b.conns)
 	b.mu.Unlock()
 	type q struct {
-		n, open     int
-		closes      []time.Duration
+		n, open int
+		closes  []time.Duration
 	}
 	byKind := map[string]*q{}
 	var kinds []string
