@@ -259,7 +259,8 @@ lost() {
 }
 
 # tally LABEL FILE: per-mode summary of the trial lines in FILE whose mode
-# is LABEL: trials with losses, total non-2xx, socket errors, exit times.
+# is LABEL: total non-2xx and socket errors, trials with either, exit times
+# of backend A.
 tally() {
 	local label=$1 file=$2
 	awk -v m="$label" '
@@ -267,20 +268,21 @@ tally() {
 			n++
 			for (i = 4; i <= NF; i++) {
 				split($i, kv, "=")
-				if (kv[1] == "non2xx") { nx += kv[2]; if (kv[2] != 0) bad++; per = per sep kv[2] }
+				if (kv[1] == "non2xx") { nx += kv[2]; lost = kv[2] != 0; per = per sep kv[2] }
 				if (kv[1] == "requests") req += kv[2]
-				if (kv[1] == "sockerr") { split(kv[2], s, "/"); se += s[1] + s[2] + s[3] + s[4]; if (s[1] + s[2] + s[3] + s[4] > 0 && kv2 == "") sbad++ }
+				if (kv[1] == "sockerr") { split(kv[2], s, "/"); e = s[1] + s[2] + s[3] + s[4]; se += e; if (e > 0) lost = 1 }
 				if (kv[1] == "exit") { e = kv[2]; sub("s", "", e); ex[n] = e + 0; sum += e }
 				if (kv[1] == "goaways") { ga = ga sep kv[2] }
 			}
 			sep = ","
+			if (lost) bad++
 		}
 		END {
 			if (n == 0) { print "  " m ": no trials"; exit }
 			# sort exit times for the median
 			for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (ex[j] < ex[i]) { t = ex[i]; ex[i] = ex[j]; ex[j] = t }
 			med = (n % 2) ? ex[(n + 1) / 2] : (ex[n / 2] + ex[n / 2 + 1]) / 2
-			printf "  %-22s trials=%d requests=%d non2xx=%d (trials with any: %d) socket_errors=%d exit_s: min=%.2f median=%.2f max=%.2f\n", m, n, req, nx, bad + 0, se, ex[1], med, ex[n]
+			printf "  %-22s trials=%d requests=%d non2xx=%d socket_errors=%d (trials with either: %d) exit_s: min=%.2f median=%.2f max=%.2f\n", m, n, req, nx, se, bad + 0, ex[1], med, ex[n]
 			printf "  %-22s non2xx per trial: %s\n", "", per
 			if (ga !~ /^[,]*$/) printf "  %-22s goaways per drain: %s\n", "", ga
 		}' "$file"
