@@ -59,8 +59,9 @@ const maxProbeSources = 64
 // The drain window (PhaseWindow) then ends early, at the latest after
 // DrainTime, once no connection other than a probe's is open and none has
 // arrived, or closed, for Quiet (a client told to close reconnects within
-// moments): a server with no traffic left stops at once, and a busy one
-// still drains gradually. So Ctrl-C on an idle development
+// moments; a connection the server closed because its client had left it
+// idle does not count): a server with no traffic left stops at once, and
+// a busy one still drains gradually. So Ctrl-C on an idle development
 // server exits after about Quiet.
 //
 // The zero value uses DefaultAdaptiveProbes and DefaultAdaptiveQuiet.
@@ -158,12 +159,15 @@ func (a *adaptive) classify(c *conn) {
 	}
 }
 
-// closedConn is called when a connection goes away.
+// closedConn is called when a connection goes away. A close is traffic's
+// (lastClose), as a client told to close reconnects within moments, unless
+// the server closed the connection for having been idle long past its
+// client's rhythm: that client had stopped using it.
 func (a *adaptive) closedConn(c *conn) {
 	a.classify(c)
 	if c.probe.Load() {
 		a.probeConns.Add(-1)
-	} else {
+	} else if !c.wasIdleClosed() {
 		now := a.clock.Now()
 		a.mu.Lock()
 		a.lastClose = now
@@ -282,7 +286,8 @@ func (a *adaptive) windowQuiet(stop <-chan struct{}) <-chan struct{} {
 			now := a.clock.Now()
 			a.mu.Lock()
 			// A client told to close reconnects within moments: the
-			// window is quiet Quiet after the last connection closed too.
+			// window is quiet Quiet after the last connection closed too
+			// (closedConn: one the server closed as idle does not count).
 			quietAt := a.quietAtLocked()
 			if q := a.lastClose.Add(a.opts.Quiet); q.After(quietAt) {
 				quietAt = q

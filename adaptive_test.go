@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -250,6 +251,37 @@ func TestAdaptive_WindowEndsWhenNoConnectionIsLeftAndNoneArrives(t *testing.T) {
 		e, cause, _ := pl.at(PhaseClosingListeners, start)
 		if e-d != s.DrainTime || cause != "window_end" {
 			t.Fatalf("a busy window lasted %v (%q), want the full %v", e-d, cause, s.DrainTime)
+		}
+	})
+}
+
+// TestAdaptive_WindowEndsAtTheIdleCloseOfAConnectionItsClientLeft: a load
+// balancer's pooled connection, busy every 10 ms until the balancer took
+// the server out, is closed as idle in its turn, and the window ends then:
+// its client had stopped using it, so no reconnect is waited for (the
+// close of a connection told on a response waits Quiet).
+func TestAdaptive_WindowEndsAtTheIdleCloseOfAConnectionItsClientLeft(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, ps, pl := adaptiveServer(t)
+		var closedAt atomic.Pointer[time.Time]
+		s.OnConnDrained(func(DrainedConn) { now := time.Now(); closedAt.Store(&now) })
+		c := ps.client("http/1.1")
+		for range 20 {
+			do(t, c, "GET", "/")
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(500 * time.Millisecond) // the balancer took the server out
+		start := time.Now()
+		if err := s.Drain(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		e, cause, _ := pl.at(PhaseClosingListeners, start)
+		at := closedAt.Load()
+		if at == nil {
+			t.Fatal("the connection was not drained")
+		}
+		if want := at.Sub(start); e != want || cause != "quiet" {
+			t.Fatalf("the window ended %v after the drain started (%q), want %v (quiet): at the idle close", e, cause, want)
 		}
 	})
 }

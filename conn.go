@@ -53,6 +53,7 @@ type connDrain struct {
 	deadlineAt time.Time // zero if none
 	forced     bool
 	idleClose  Timer // HTTP/1.1: closes it once it has been idle long enough
+	idleClosed bool  // idleClose closed it: its client had stopped using it
 	end        Timer // its turn in the proactive window, or a rate-limited end: one at a time
 	endAt      time.Time
 	endReason  drainReason
@@ -204,6 +205,9 @@ func (c *conn) closeIdle(since int64) {
 		c.mu.Lock()
 	}
 	ok := c.drain.CompareAndSwap(uint32(told), uint32(closing))
+	if ok {
+		c.d.idleClosed = true
+	}
 	c.mu.Unlock()
 	if ok {
 		c.t.log.Debug("drainhttp: idle connection closed", "remote", c.remote(), "idle", time.Duration(c.t.monoNow()-since).String())
@@ -260,6 +264,13 @@ func rawConn(nc net.Conn) net.Conn {
 		return tc.NetConn()
 	}
 	return nc
+}
+
+// wasIdleClosed reports whether closeIdle closed c.
+func (c *conn) wasIdleClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.d != nil && c.d.idleClosed
 }
 
 // forget records that c is gone, once: its timers stop, its drain is
