@@ -12,8 +12,15 @@ import (
 // Every HTTP/2 connection is served by net/http's own HTTP/2 server, through
 // an http.Server of its own: the outer server's TLSNextProto["h2"] and
 // ["unencrypted_http2"] hand it the connection, and that server's Shutdown
-// then sends a GOAWAY on that one connection, from outside any request.
-// net/http has no other public way to do that. Where drainhttp may see the
+// then sends a GOAWAY on that one connection, from outside any request
+// (net/http's HTTP/2 setup registers the graceful shutdown of the server's
+// connections with RegisterOnShutdown). net/http has no other public way
+// to do that. On Go 1.26 the outer server's goroutine serves the
+// connection itself, through the HTTP/2 entry points that the setup puts
+// in the connection's server's TLSNextProto; Go 1.27's entries do not
+// serve, so there that server's Serve takes the connection from a
+// one-connection listener, on a goroutine of its own, while the outer one
+// waits (h2_go126.go, h2_go127.go). Where drainhttp may see the
 // connection's bytes (h2c; TLS from Go 1.27), the GOAWAY is RFC 9113's
 // two-phase one, which refuses no stream: a heads-up GOAWAY(2^31-1) and a
 // PING written between the server's frames, then, once the PING's ACK is
@@ -82,10 +89,7 @@ type h2Conn struct {
 	t    *tracker
 	c    *conn // nil if the connection is not tracked
 	srv  *http.Server
-	wire *h2Wire // nil: the server writes to the *tls.Conn itself (Go 1.26)
-
-	closedOnce sync.Once
-	done       sync.WaitGroup // done when srv reports the connection closed (a channel costs 96 bytes more)
+	wire *h2Wire // nil: the server writes to the *tls.Conn itself (TLS on Go 1.26)
 
 	mu      sync.Mutex
 	armed   bool // a GOAWAY now cannot make the client fail a request
@@ -95,75 +99,38 @@ type h2Conn struct {
 	timer   Timer
 }
 
-// serveH2 serves one HTTP/2 connection, nc as net/http's hooks see it, on
-// the calling goroutine (the outer server's, which must not return before
-// the connection ends: returning closes it).
+// serveH2 serves one HTTP/2 connection, nc as net/http's hooks see it, and
+// returns when it has ended: the calling goroutine is the outer server's,
+// which closes the connection when it returns. h is the handler net/http
+// passed, which carries the connection's base context.
 func (t *tracker) serveH2(outer *http.Server, nc net.Conn, h http.Handler, proto connProtocol) {
-	// net/http passes the connection's base context (BaseContext, then
-	// ConnContext) through this unadvertised method of h.
-	ctx := context.Background()
-	if bc, ok := h.(interface{ BaseContext() context.Context }); ok {
-		ctx = bc.BaseContext()
-	}
 	hc := &h2Conn{t: t, c: t.lookup(nc)}
-	hc.done.Add(1)
-	srv := &http.Server{
+	hc.srv = &http.Server{
 		Handler:                      h,
 		DisableGeneralOptionsHandler: true, // h is the outer server's handler, which does it
-		BaseContext:                  func(net.Listener) context.Context { return ctx },
 		TLSConfig:                    t.h2TLS,
 	}
-	inheritH2Fields(srv, outer)
-	hc.srv = srv
-	var served net.Conn = nc
-	switch {
-	case servesAnyTLSConn:
-		w := newH2Wire(nc, hc, proto == protoH2C)
-		tc, _ := nc.(*tls.Conn)
-		if tc == nil {
-			srv.Handler = clearTLS{h}
-		}
-		hc.wire, served = w, h2TLSWire{w, tc}
-	case proto == protoH2C:
-		w := newH2Wire(nc, hc, true)
-		var p http.Protocols
-		p.SetUnencryptedHTTP2(true)
-		srv.Protocols = &p
-		hc.wire, served = w, w
-	}
-	srv.ConnState = func(_ net.Conn, state http.ConnState) { hc.state(nc, state) }
+	inheritH2Fields(hc.srv, outer)
 	if t.noKeepAlives.Load() {
-		srv.SetKeepAlivesEnabled(false)
+		hc.srv.SetKeepAlivesEnabled(false)
 	}
+	hc.serve(nc, h, proto)
+}
+
+// track records the connection as HTTP/2, once hc.wire is set and before
+// the server starts: a GOAWAY asked for earlier is sent once it is safe.
+func (hc *h2Conn) track(proto connProtocol) {
 	if hc.c != nil {
 		hc.c.setHTTP2(proto, hc)
 	}
-	l := &oneConnListener{conn: served}
-	// Serve sets HTTP/2 up on srv, then hands the connection to a
-	// goroutine of its own and returns.
-	t.h2Setup.Lock()
-	srv.Serve(l)
-	t.h2Setup.Unlock()
-	if !l.taken() {
-		nc.Close()
-		return
-	}
-	hc.done.Wait()
 }
 
-// state is the per-connection server's ConnState hook. It passes on
-// exactly what net/http's own HTTP/2 server would report on the outer
-// server: the stream-driven active and idle transitions, with the outer
-// server's view of the connection. Its new and closed come from the outer
-// server itself.
+// state is the per-connection server's ConnState hook for the
+// stream-driven active and idle transitions, which net/http's own HTTP/2
+// server would report on the outer server: it passes them on with the
+// outer server's view of the connection, nc. The connection's new and
+// closed come from the outer server itself.
 func (hc *h2Conn) state(nc net.Conn, state http.ConnState) {
-	switch state {
-	case http.StateNew:
-		return
-	case http.StateClosed:
-		hc.closedOnce.Do(hc.done.Done)
-		return
-	}
 	if hc.c != nil {
 		hc.c.setState(state)
 	}
@@ -252,44 +219,6 @@ func (hc *h2Conn) stop() {
 		hc.timer.Stop()
 	}
 }
-
-// clearTLS serves h2c requests that came through an h2TLSWire: their TLS
-// state is made up, and net/http's own h2c requests have none.
-type clearTLS struct{ h http.Handler }
-
-func (c clearTLS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	r.TLS = nil
-	c.h.ServeHTTP(w, r)
-}
-
-// oneConnListener hands its one connection to Serve, then reports itself
-// closed at once: a second Accept that blocked would make the
-// per-connection server's Shutdown wait for it.
-type oneConnListener struct {
-	mu   sync.Mutex
-	conn net.Conn
-	done bool
-}
-
-func (l *oneConnListener) Accept() (net.Conn, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.done {
-		return nil, net.ErrClosed
-	}
-	l.done = true
-	return l.conn, nil
-}
-
-func (l *oneConnListener) taken() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.done
-}
-
-func (l *oneConnListener) Close() error { return nil }
-
-func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
 
 // setHTTP2 records that c is now an HTTP/2 connection served by h2. A
 // connection told to close before is sent its GOAWAY as soon as it can

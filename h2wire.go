@@ -1,7 +1,6 @@
 package drainhttp
 
 import (
-	"crypto/tls"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -38,12 +37,29 @@ type h2Wire struct {
 	pingWanted atomic.Bool // a heads-up PING is waiting for its ACK: hc.pingAcked is called
 }
 
-func newH2Wire(c net.Conn, hc *h2Conn, replayPreface bool) *h2Wire {
+// wirePreface is where the client preface is when an h2Wire starts.
+type wirePreface uint8
+
+const (
+	// prefaceUnread: the server reads it through the wire (TLS).
+	prefaceUnread wirePreface = iota
+	// prefaceReplayed: the outer server has read it (h2c), and the wire
+	// gives it to the server again.
+	prefaceReplayed
+	// prefaceConsumed: the outer server has read it (h2c), and the server
+	// is told so: only frames pass through the wire.
+	prefaceConsumed
+)
+
+func newH2Wire(c net.Conn, hc *h2Conn, p wirePreface) *h2Wire {
 	w := &h2Wire{Conn: c, hc: hc}
-	if replayPreface {
-		w.replay = clientPrefaceLen
+	switch p {
+	case prefaceUnread:
+		w.rcur.skip = clientPrefaceLen
+	case prefaceReplayed:
+		w.replay, w.rcur.skip = clientPrefaceLen, clientPrefaceLen
+	case prefaceConsumed: // the first bytes read are a frame's
 	}
-	w.rcur.skip = clientPrefaceLen
 	return w
 }
 
@@ -181,34 +197,4 @@ func (w *h2Wire) sendHeadsUp() {
 			w.flushLocked()
 		}
 	})
-}
-
-// h2TLSWire is an h2Wire that reports a TLS connection state. Since Go
-// 1.27, net/http serves any connection with a ConnectionState method as
-// TLS, and HTTP/2 over it if its NegotiatedProtocol is "h2". For a TLS
-// connection the state is its own; for h2c it is made up (TLS 1.3, h2),
-// so that the preface need not be read by an HTTP/1 reader first, and
-// requests then have their TLS field cleared (clearTLS).
-type h2TLSWire struct {
-	*h2Wire
-	tc *tls.Conn // nil: h2c
-}
-
-// ConnectionState is the *tls.Conn's (asked twice per connection, by
-// net/http and its HTTP/2 server), or h2cState.
-func (w h2TLSWire) ConnectionState() tls.ConnectionState {
-	if w.tc == nil {
-		return h2cState
-	}
-	return w.tc.ConnectionState()
-}
-
-// h2cState is the made-up TLS state of an h2c connection served through an
-// h2TLSWire: enough for net/http's HTTP/2 checks (TLS 1.2 or later, a
-// permitted cipher suite) to pass.
-var h2cState = tls.ConnectionState{
-	Version:            tls.VersionTLS13,
-	HandshakeComplete:  true,
-	CipherSuite:        tls.TLS_AES_128_GCM_SHA256,
-	NegotiatedProtocol: "h2",
 }

@@ -86,20 +86,9 @@ func TestServer_HooksSeeExactlyWhatNetHTTPShows(t *testing.T) {
 	for _, proto := range testProtos {
 		t.Run(proto, func(t *testing.T) {
 			var plain, ours connEvents
-			ts := startServer(t, &Server{Handler: protoHandler})
-			// The plain server shares the Server's listener setup: same
-			// TLS config and protocols, on its own listeners.
-			hs := &http.Server{Handler: protoHandler, Protocols: allProtocols(), TLSConfig: ts.s.TLSConfig.Clone()}
 			ps := &Server{}
 			plain.hooks(ps)
-			hs.ConnState, hs.ConnContext = ps.ConnState, ps.ConnContext
-			pts := &testServer{t: t, roots: ts.roots}
-			l1, l2, l3 := listen(t), listen(t), listen(t)
-			pts.addr, pts.tlsAddr, pts.tlsLAdr = l1.Addr().String(), l2.Addr().String(), l3.Addr().String()
-			go hs.Serve(l1)
-			go hs.ServeTLS(l2, "", "")
-			go hs.Serve(tls.NewListener(l3, &tls.Config{Certificates: []tls.Certificate{ts.cert}, NextProtos: []string{"h2", "http/1.1"}}))
-			defer hs.Close()
+			pts := startPlainServer(t, &http.Server{Handler: protoHandler, ConnState: ps.ConnState, ConnContext: ps.ConnContext})
 
 			ourS := &Server{Handler: protoHandler}
 			ours.hooks(ourS)
@@ -128,6 +117,71 @@ func TestServer_HooksSeeExactlyWhatNetHTTPShows(t *testing.T) {
 				t.Errorf("ConnContext:\nnet/http:  %v\ndrainhttp: %v", pc1, oc1)
 			}
 		})
+	}
+}
+
+// startPlainServer serves hs, a plain http.Server, as startServer serves
+// a Server: on three listeners of its own, with every protocol, until the
+// test ends.
+func startPlainServer(t *testing.T, hs *http.Server) *testServer {
+	t.Helper()
+	cert, roots := testCert(t)
+	hs.Protocols = allProtocols()
+	hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	pts := &testServer{t: t, roots: roots, cert: cert}
+	l1, l2, l3 := listen(t), listen(t), listen(t)
+	pts.addr, pts.tlsAddr, pts.tlsLAdr = l1.Addr().String(), l2.Addr().String(), l3.Addr().String()
+	go hs.Serve(l1)
+	go hs.ServeTLS(l2, "", "")
+	go hs.Serve(tls.NewListener(l3, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}))
+	t.Cleanup(func() { hs.Close() })
+	return pts
+}
+
+type ctxKey string
+
+// contextHandler answers with what the request's context holds: the
+// values BaseContext and ConnContext put there, the local address (as the
+// address the client dialed), the server key's type, and whether the
+// context is live.
+var contextHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	la, _ := ctx.Value(http.LocalAddrContextKey).(net.Addr)
+	srv, _ := ctx.Value(http.ServerContextKey).(*http.Server)
+	fmt.Fprintf(w, "base=%v conn=%v local=%T:%v server=%v err=%v tls=%v remote=%v",
+		ctx.Value(ctxKey("base")), ctx.Value(ctxKey("conn")), la, la != nil && la.String() == r.Host,
+		srv != nil, ctx.Err(), r.TLS != nil, r.RemoteAddr != "")
+})
+
+// contextHooks sets BaseContext and ConnContext hooks that put a value
+// each in the connection's context.
+func contextHooks(base *func(net.Listener) context.Context, conn *func(context.Context, net.Conn) context.Context) {
+	*base = func(net.Listener) context.Context {
+		return context.WithValue(context.Background(), ctxKey("base"), "b")
+	}
+	*conn = func(ctx context.Context, c net.Conn) context.Context {
+		return context.WithValue(ctx, ctxKey("conn"), fmt.Sprintf("%T", c))
+	}
+}
+
+// TestServer_RequestContextHoldsWhatNetHTTPPutsThere: on every protocol, a
+// request's context holds what a plain http.Server's does: the values of
+// BaseContext and ConnContext, the connection's local address, a server
+// (for HTTP/2, the connection's own: see Server), and it is live.
+func TestServer_RequestContextHoldsWhatNetHTTPPutsThere(t *testing.T) {
+	hs := &http.Server{Handler: contextHandler}
+	contextHooks(&hs.BaseContext, &hs.ConnContext)
+	pts := startPlainServer(t, hs)
+	s := &Server{Handler: contextHandler}
+	contextHooks(&s.BaseContext, &s.ConnContext)
+	ts := startServer(t, s)
+	for _, proto := range testProtos {
+		pc, purl := pts.client(proto)
+		c, url := ts.client(proto)
+		want, got := get(t, pc, purl), get(t, c, url)
+		if got != want || !strings.Contains(want, "base=b conn=*") {
+			t.Errorf("%s:\nnet/http:  %s\ndrainhttp: %s", proto, want, got)
+		}
 	}
 }
 
