@@ -88,29 +88,14 @@ EOF
 trial() {
 	local n=$1 mode=$2 dir="$work/$2-$1" a b cd
 	mkdir -p "$dir"
-	wait_free "$PORT" "$PA" "$PB"
-	local flags=(-drain-time "$DRAIN_TIME" -drain-timeout "$DRAIN_TIMEOUT" -shutdown-delay "$SHUTDOWN_DELAY" -strategy gradual)
-	start_backend a "$dir" A "$mode" "$PA" "${flags[@]}"
-	start_backend b "$dir" B "$mode" "$PB" "${flags[@]}"
 	caddy_conf "$dir" >"$dir/Caddyfile"
-	wait_listen "$PA"
-	wait_listen "$PB"
+	start_backends "$dir" "$mode" -drain-time "$DRAIN_TIME" -drain-timeout "$DRAIN_TIMEOUT" -shutdown-delay "$SHUTDOWN_DELAY" -strategy gradual
 	HOME=$dir XDG_DATA_HOME=$dir XDG_CONFIG_HOME=$dir start cd caddy run --config "$dir/Caddyfile" --adapter caddyfile >"$dir/caddy.out" 2>&1
 	wait_listen "$PORT"
-	kill_backend "$a" "$dir" &
-	local killer=$!
-	run_load "http://127.0.0.1:$PORT/" "$dir/load.txt"
-	wait "$killer" || true
-	wait_exit "$a" 30
-	stop "$cd" TERM 5
-	stop "$b" KILL
+	rollout_load "$dir" "$a" "$b" "$cd" TERM
 	local line
 	line=$(trial_line "$n" "$mode" "$dir" "caddy: $(jq -r 'select(.msg == "handled request") | "\((.ts - .duration) * 1000 | round) \(.duration)"' "$dir/access.log" | awk '{ printf "%.3f %s\n", $1 / 1000, $2 }' | slow_of "$(cat "$dir/kill_at")")")
-	echo "$line"
-	echo "$line" >>"$work/trials.txt"
-	if lost "$line" || [ "$TRACE" = 1 ]; then
-		evidence "$dir"
-	fi
+	record "$line" "$dir" || true
 }
 
 # evidence DIR: the non-2xx access log lines and Caddy's error log lines,
@@ -126,30 +111,13 @@ evidence() {
 	jq -r --argjson k "$k" 'select(.level == "error" or .level == "warn") |
 		"      t=\(((.ts - $k) * 1000 | round) / 1000) \(.logger) \(.msg) upstream=\(.upstream // "") error=\(.error // "") duration=\(.duration // "")"' \
 		"$dir/caddy.log" | first 40 || true
-	echo "    A: $(grep -m1 '^summary' "$dir/A.out" || echo 'no summary')"
-	keep "$dir"
 }
 
-mkdir -p "$(dirname "$OUT")"
-# The trials run in this shell (not in a pipeline's subshell), so that the
-# cleanup sees every process they start.
-exec 3>&1 > >(tee "$OUT.tmp")
-tee_pid=$!
+rollout_output "caddy $(caddy version | cut -d' ' -f1)"
 {
-	echo "# bench/rollout_caddy.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	echo "# $(go version); $(nproc) CPUs; kernel $(uname -r); caddy $(caddy version | cut -d' ' -f1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
-	echo "# library and backend: $src_desc"
-	echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "# caddy 127.0.0.1:$PORT -> A h2c://:$PA, B h2c://:$PB; reverse_proxy options: lb_try_duration 2s$(tr '\n\t' '; ' <<<"$FAIL_CONF" | tr -s ' ')"
 	echo "# load: wrk -t1 -c$CONNS -d${LOAD}s over HTTP/1.1 to Caddy, GET / or POST / (${BODY} B body) at random, ${RATE_DELAY} ms between a response and the next request per connection; handler work $WORK"
 	echo "# SIGTERM to A at ${KILL_AT}s; drainhttp: gradual, drain time $DRAIN_TIME, drain timeout $DRAIN_TIMEOUT, shutdown delay $SHUTDOWN_DELAY; plain: Shutdown at once (context $DRAIN_TIMEOUT)"
 	echo "# trial line: requests, non2xx, sockerr=connect/read/write/timeout (wrk), statuses; A: exit = SIGTERM to exit, Stats (drainhttp: goaways = HTTP/2 connections sent a GOAWAY), phases (start after SIGTERM, cause)"
 }
-for mode in $MODES; do
-	echo
-	echo "## $mode"
-	for ((i = 1; i <= TRIALS; i++)); do
-		trial "$i" "$mode"
-	done
-done
-rollout_finish
+run_modes

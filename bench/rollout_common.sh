@@ -184,6 +184,46 @@ start_backend() {
 		>"$dir/$label.out" 2>"$dir/$label.err"
 }
 
+# start_backends DIR MODE A_FLAGS... [-- B_FLAGS...]: waits until no
+# process of the previous trial listens on PORT, PA or PB, then starts
+# backends A (on PA) and B (on PB) in MODE, B with A's flags unless others
+# follow "--", and waits until both listen. Their pids go to the caller's a
+# and b.
+start_backends() {
+	local dir=$1 mode=$2 af=() bf=() sep='' f
+	shift 2
+	for f in "$@"; do
+		if [ -z "$sep" ] && [ "$f" = -- ]; then
+			sep=1
+		elif [ -n "$sep" ]; then
+			bf+=("$f")
+		else
+			af+=("$f")
+		fi
+	done
+	[ -n "$sep" ] || bf=("${af[@]}")
+	wait_free "$PORT" "$PA" "$PB"
+	start_backend a "$dir" A "$mode" "$PA" "${af[@]}"
+	start_backend b "$dir" B "$mode" "$PB" "${bf[@]}"
+	wait_listen "$PA"
+	wait_listen "$PB"
+}
+
+# rollout_load DIR A B PROXY SIGNAL: LOAD seconds of load through the proxy
+# on PORT (wrk's output in DIR/load.txt), SIGTERM to backend A KILL_AT
+# seconds in; then waits for A to exit and stops the proxy (with SIGNAL)
+# and backend B. A, B and PROXY are pids.
+rollout_load() {
+	local dir=$1 a=$2 b=$3 proxy=$4 sig=$5 killer
+	kill_backend "$a" "$dir" &
+	killer=$!
+	run_load "http://127.0.0.1:$PORT/" "$dir/load.txt"
+	wait "$killer" || true
+	wait_exit "$a" 30
+	stop "$proxy" "$sig" 5
+	stop "$b" KILL
+}
+
 # run_load URL OUT: wrk for LOAD seconds, bounded.
 run_load() {
 	timeout $((LOAD + 15)) wrk -t1 -c"$CONNS" -d"${LOAD}s" --timeout 5s --latency -s "$work/load.lua" "$1" >"$2" 2>&1 || true
@@ -286,6 +326,48 @@ tally() {
 			printf "  %-22s non2xx per trial: %s\n", "", per
 			if (ga !~ /^[,]*$/) printf "  %-22s goaways per drain: %s\n", "", ga
 		}' "$file"
+}
+
+# record LINE DIR: prints a trial's line and keeps it for the summary. If
+# the trial lost requests (or TRACE=1), prints its evidence (the script's
+# evidence DIR) and backend A's summary line, and keeps its logs; returns 1
+# if not.
+record() {
+	local line=$1 dir=$2
+	echo "$line"
+	echo "$line" >>"$work/trials.txt"
+	lost "$line" || [ "$TRACE" = 1 ] || return 1
+	evidence "$dir"
+	echo "    A: $(grep -m1 '^summary' "$dir/A.out" || echo 'no summary')"
+	keep "$dir"
+}
+
+# rollout_output PROXY_VERSION: from here on the script's output goes to
+# OUT.tmp as well (rollout_finish makes it OUT); prints the header lines
+# every script starts with. The trials run in this shell (not in a
+# pipeline's subshell), so that the cleanup sees every process they start.
+rollout_output() {
+	mkdir -p "$(dirname "$OUT")"
+	exec 3>&1 > >(tee "$OUT.tmp")
+	tee_pid=$!
+	echo "# bench/$(basename "$0"), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "# $(go version); $(nproc) CPUs; kernel $(uname -r); $1; $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+	echo "# library and backend: $src_desc"
+	echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+# run_modes: TRIALS trials in a row of each of MODES (the script's
+# trial N MODE), then the summary.
+run_modes() {
+	local mode i
+	for mode in $MODES; do
+		echo
+		echo "## $mode"
+		for ((i = 1; i <= TRIALS; i++)); do
+			trial "$i" "$mode"
+		done
+	done
+	rollout_finish
 }
 
 # rollout_finish: the summary of every mode's trials (the lines each

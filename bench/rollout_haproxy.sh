@@ -93,24 +93,14 @@ EOF
 trial() {
 	local n=$1 label=$2 mode=$3 flags=$4 dir="$work/$2-$1" a b hp
 	mkdir -p "$dir"
-	wait_free "$PORT" "$PA" "$PB"
+	haproxy_conf >"$dir/haproxy.cfg"
 	# shellcheck disable=SC2206 # FLAGS is a list of words
 	local f=(-drain-time "$DRAIN_TIME" -drain-timeout "$DRAIN_TIMEOUT" -strategy gradual $flags)
-	start_backend a "$dir" A "$mode" "$PA" "${f[@]}"
-	start_backend b "$dir" B "$mode" "$PB" -drain-time "$DRAIN_TIME" -drain-timeout "$DRAIN_TIMEOUT"
-	haproxy_conf >"$dir/haproxy.cfg"
-	wait_listen "$PA"
-	wait_listen "$PB"
+	start_backends "$dir" "$mode" "${f[@]}" -- -drain-time "$DRAIN_TIME" -drain-timeout "$DRAIN_TIMEOUT"
 	start hp haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1
 	wait_listen "$PORT"
 	sleep 1 # both servers UP (rise 2 at 300 ms) before the load
-	kill_backend "$a" "$dir" &
-	local killer=$!
-	run_load "http://127.0.0.1:$PORT/" "$dir/load.txt"
-	wait "$killer" || true
-	wait_exit "$a" 30
-	stop "$hp" TERM 5
-	stop "$b" KILL
+	rollout_load "$dir" "$a" "$b" "$hp" TERM
 	local line k down
 	k=$(cat "$dir/kill_at")
 	down=$(grep -m1 '^[0-9].*Server be/a is DOWN' "$dir/haproxy.log" | grep -o '^[0-9T:.+-]*' || true)
@@ -120,11 +110,7 @@ trial() {
 		down=never
 	fi
 	line=$(trial_line "$n" "$label" "$dir" "haproxy: A down at $down")
-	echo "$line"
-	echo "$line" >>"$work/trials.txt"
-	if lost "$line" || [ "$TRACE" = 1 ]; then
-		evidence "$dir"
-	fi
+	record "$line" "$dir" || true
 }
 
 # evidence DIR: HAProxy's log lines for the errors, and its server state
@@ -138,20 +124,10 @@ evidence() {
 	grep 'Server be/' "$dir/haproxy.log" | grep -v '^\[' | while read -r ts rest; do
 		awk -v d="$(date -d "$ts" +%s.%N)" -v k="$k" -v r="$rest" 'BEGIN { printf "      t=%+.3f %s\n", d - k, substr(r, 1, 110) }'
 	done || true
-	echo "    A: $(grep -m1 '^summary' "$dir/A.out" || echo 'no summary')"
-	keep "$dir"
 }
 
-mkdir -p "$(dirname "$OUT")"
-# The trials run in this shell (not in a pipeline's subshell), so that the
-# cleanup sees every process they start.
-exec 3>&1 > >(tee "$OUT.tmp")
-tee_pid=$!
+rollout_output "$(haproxy -v | head -1 | cut -d' ' -f1-3)"
 {
-	echo "# bench/rollout_haproxy.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	echo "# $(go version); $(nproc) CPUs; kernel $(uname -r); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
-	echo "# library and backend: $src_desc"
-	echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "# haproxy 127.0.0.1:$PORT -> A :$PA, B :$PB (roundrobin, option httpchk GET /ready, inter 300ms fall 2 rise 2, retries 0, no option redispatch)"
 	echo "# load: wrk -t1 -c$CONNS -d${LOAD}s, GET / or POST / (${BODY} B body) at random, ${RATE_DELAY} ms between a response and the next request per connection; handler work $WORK"
 	echo "# SIGTERM to A at ${KILL_AT}s; drainhttp: gradual, drain time $DRAIN_TIME, drain timeout $DRAIN_TIMEOUT; plain: Shutdown (context $DRAIN_TIMEOUT) after the delay"

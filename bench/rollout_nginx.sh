@@ -75,31 +75,14 @@ trial() {
 	local n=$1 mode=$2 dir="$work/$2-$1" a b ng
 	mkdir -p "$dir/tmp"
 	chmod -R 777 "$dir/tmp"
-	wait_free "$PORT" "$PA" "$PB"
-	local flags=(-drain-time "$DRAIN_TIME" -drain-timeout "$DRAIN_TIMEOUT" -shutdown-delay "$SHUTDOWN_DELAY" -strategy gradual)
-	start_backend a "$dir" A "$mode" "$PA" "${flags[@]}"
-	start_backend b "$dir" B "$mode" "$PB" "${flags[@]}"
 	nginx_conf "$dir" >"$dir/nginx.conf"
-	wait_listen "$PA"
-	wait_listen "$PB"
+	start_backends "$dir" "$mode" -drain-time "$DRAIN_TIME" -drain-timeout "$DRAIN_TIMEOUT" -shutdown-delay "$SHUTDOWN_DELAY" -strategy gradual
 	start ng nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
 	wait_listen "$PORT"
-	kill_backend "$a" "$dir" &
-	local killer=$!
-	run_load "http://127.0.0.1:$PORT/" "$dir/load.txt"
-	wait "$killer" || true
-	wait_exit "$a" 30
-	stop "$ng" QUIT 5
-	stop "$b" KILL
+	rollout_load "$dir" "$a" "$b" "$ng" QUIT
 	local line
 	line=$(trial_line "$n" "$mode" "$dir" "nginx: $(awk '{ d = substr($4, 6); printf "%.3f %s\n", $1 - d, d }' "$dir/access.log" | slow_of "$(cat "$dir/kill_at")")")
-	echo "$line"
-	echo "$line" >>"$work/trials.txt"
-	if lost "$line" || [ "$TRACE" = 1 ]; then
-		evidence "$dir"
-	elif ! grep -q 'slow(>[0-9.]*s)=0' <<<"$line"; then
-		slow_evidence "$dir"
-	fi
+	record "$line" "$dir" || grep -q 'slow(>[0-9.]*s)=0' <<<"$line" || slow_evidence "$dir"
 }
 
 # evidence DIR: the non-2xx access log lines and nginx's error log lines
@@ -111,8 +94,6 @@ evidence() {
 	awk -v k="$k" '$3 !~ /^2/ { printf "      t=%+.3f %s\n", $1 - substr($4, 6) - k, substr($0, index($0, " ") + 1) }' "$dir/access.log" | first 40 || true
 	echo "    nginx error log, upstream lines (second resolution; SIGTERM at $(date -u -d "@$k" +%H:%M:%S.%N | cut -c1-12)):"
 	grep -E 'upstream|connect\(\)|recv\(\)|send\(\)|writev\(\)' "$dir/error.log" | sed 's/^/      /' | first 40 || true
-	echo "    A: $(grep -m1 '^summary' "$dir/A.out" || echo 'no summary')"
-	keep "$dir"
 }
 
 # slow_evidence DIR: the access log lines of the requests that took over
@@ -125,26 +106,11 @@ slow_evidence() {
 	keep "$dir"
 }
 
-mkdir -p "$(dirname "$OUT")"
-# The trials run in this shell (not in a pipeline's subshell), so that the
-# cleanup sees every process they start.
-exec 3>&1 > >(tee "$OUT.tmp")
-tee_pid=$!
+rollout_output "$(nginx -v 2>&1)"
 {
-	echo "# bench/rollout_nginx.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	echo "# $(go version); $(nproc) CPUs; kernel $(uname -r); $(nginx -v 2>&1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
-	echo "# library and backend: $src_desc"
-	echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "# nginx 127.0.0.1:$PORT -> A :$PA, B :$PB (upstream keepalive 32, HTTP/1.1, default proxy_next_upstream)"
 	echo "# load: wrk -t1 -c$CONNS -d${LOAD}s, GET / or POST / (${BODY} B body) at random, ${RATE_DELAY} ms between a response and the next request per connection; handler work $WORK"
 	echo "# SIGTERM to A at ${KILL_AT}s; drainhttp: gradual, drain time $DRAIN_TIME, drain timeout $DRAIN_TIMEOUT, shutdown delay $SHUTDOWN_DELAY; plain: Shutdown at once (context $DRAIN_TIMEOUT)"
 	echo "# trial line: requests, non2xx, sockerr=connect/read/write/timeout (wrk), statuses; A: exit = SIGTERM to exit, Stats (drainhttp), phases (start after SIGTERM, cause)"
 }
-for mode in $MODES; do
-	echo
-	echo "## $mode"
-	for ((i = 1; i <= TRIALS; i++)); do
-		trial "$i" "$mode"
-	done
-done
-rollout_finish
+run_modes
