@@ -58,6 +58,9 @@
 //   - An HTTP/2 connection that has not acknowledged the server's SETTINGS
 //     (or, on Go 1.26 over TLS, sent a request) gets no GOAWAY, since Go's
 //     client fails its first request then; it is closed at its deadline.
+//   - On Go 1.27, each HTTP/2 connection is served on one goroutine more
+//     than http.Server uses, and costs its stack: Go 1.27's net/http has no
+//     public way to serve one HTTP/2 connection on the caller's goroutine.
 //   - Closing a listener without resets needs Linux (a socket filter and
 //     SO_BINDTODEVICE); elsewhere it closes at once, as net/http does. A
 //     listener marked SharedListener (a socket systemd keeps) is only
