@@ -12,23 +12,29 @@ import (
 // final ACKs of handshakes in flight, and everything on connections
 // already made (which inherit the filter). A socket filter on a TCP socket
 // sees the segment from its TCP header: the flags are byte 13.
-var noNewConnections = func() []unix.SockFilter {
-	prog, err := bpf.Assemble([]bpf.Instruction{
-		bpf.LoadAbsolute{Off: 13, Size: 1},
-		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0x12}, // SYN | ACK
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x02, SkipTrue: 1},
-		bpf.RetConstant{Val: 0xffffffff}, // pass
-		bpf.RetConstant{Val: 0},          // drop
-	})
-	if err != nil {
-		panic("drainhttp: assembling the socket filter: " + err.Error()) // caught by the tests
-	}
-	f := make([]unix.SockFilter, len(prog))
-	for i, ins := range prog {
+var noNewConnections = assembleFilter(
+	bpf.LoadAbsolute{Off: 13, Size: 1}.Assemble,
+	bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0x12}.Assemble, // SYN | ACK
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x02, SkipTrue: 1}.Assemble,
+	bpf.RetConstant{Val: 0xffffffff}.Assemble, // pass
+	bpf.RetConstant{Val: 0}.Assemble,          // drop
+)
+
+// assembleFilter assembles a socket filter from its instructions' Assemble
+// methods. It takes the methods, not bpf.Instructions as bpf.Assemble
+// does, so that no instruction is stored in an interface: the linker then
+// leaves out the instructions' String methods (4 KB of the binary).
+func assembleFilter(steps ...func() (bpf.RawInstruction, error)) []unix.SockFilter {
+	f := make([]unix.SockFilter, len(steps))
+	for i, assemble := range steps {
+		ins, err := assemble()
+		if err != nil {
+			panic("drainhttp: assembling the socket filter: " + err.Error()) // caught by the tests
+		}
 		f[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
 	}
 	return f
-}()
+}
 
 // stopNewConnections makes the kernel stop taking new connections on the
 // listening socket l, and leaves its accept queue alone, in two steps:
