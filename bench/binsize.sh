@@ -16,17 +16,28 @@
 # pclntab, type and string data that nm does not attribute, so the package
 # sums fall short of the file difference).
 #
-# Environment: TOOLCHAINS ["local go1.27.3"], TOP [25] packages listed,
-# OUT [bench/results/binsize.txt].
+# Environment: TOOLCHAINS ["local go1.27.3 go1.27.3+nojsonv2"], TOP [25]
+# packages listed, OUT [bench/results/binsize.txt]. A toolchain written
+# TC+EXP builds with GOEXPERIMENT=EXP: go1.27.3+nojsonv2 is Go 1.27 with
+# the encoding/json of Go 1.26, which log/slog links (on Go 1.27 it is
+# built on json/v2, and larger).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TOOLCHAINS=${TOOLCHAINS:-local go1.27.3}
+TOOLCHAINS=${TOOLCHAINS:-local go1.27.3 go1.27.3+nojsonv2}
 TOP=${TOP:-25}
 OUT=${OUT:-bench/results/binsize.txt}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$(dirname "$OUT")"
+
+# setup TC[+EXP] sets tc, GOEXPERIMENT and gov (the version, +EXP if any).
+setup() {
+	tc=${1%%+*}
+	export GOEXPERIMENT=
+	[ "$tc" = "$1" ] || GOEXPERIMENT=${1#*+}
+	gov=$(GOTOOLCHAIN=$tc go env GOVERSION)${GOEXPERIMENT:++$GOEXPERIMENT}
+}
 
 # pkgsizes BINARY prints "package bytes" for each package's symbols.
 pkgsizes() {
@@ -49,9 +60,9 @@ pkgsizes() {
 {
 	echo "# bench/binsize.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ); $(uname -m); tree: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 	echo "# go build -ldflags='-s -w' ./bench/cmd/hello/{nethttp,nethttp-shutdown,nethttp-slog,drainhttp}; sizes in bytes (MB = 10^6 B)"
-	printf '%-10s %10s %17s %13s %10s %21s %20s %20s  %s\n' go nethttp nethttp-shutdown nethttp-slog drainhttp "drainhttp - nethttp" "- nethttp-shutdown" "- nethttp-slog" "goal <= 600000"
-	for tc in $TOOLCHAINS; do
-		gov=$(GOTOOLCHAIN=$tc go env GOVERSION)
+	printf '%-19s %10s %17s %13s %10s %21s %20s %20s  %s\n' go nethttp nethttp-shutdown nethttp-slog drainhttp "drainhttp - nethttp" "- nethttp-shutdown" "- nethttp-slog" "goal <= 600000"
+	for entry in $TOOLCHAINS; do
+		setup "$entry"
 		for p in nethttp nethttp-shutdown nethttp-slog drainhttp; do
 			GOTOOLCHAIN=$tc go build -ldflags='-s -w' -o "$work/$gov-$p" ./bench/cmd/hello/$p
 			GOTOOLCHAIN=$tc go build -o "$work/$gov-$p.full" ./bench/cmd/hello/$p
@@ -63,11 +74,11 @@ pkgsizes() {
 		verdict=met
 		[ $((c - a)) -le 600000 ] || verdict=missed
 		mb() { awk -v d="$1" 'BEGIN { printf "%.2f", d / 1e6 }'; }
-		printf '%-10s %10d %17d %13d %10d %11d (%s MB) %10d (%s MB) %10d (%s MB)  %s\n' "$gov" "$a" "$b" "$l" "$c" \
+		printf '%-19s %10d %17d %13d %10d %11d (%s MB) %10d (%s MB) %10d (%s MB)  %s\n' "$gov" "$a" "$b" "$l" "$c" \
 			$((c - a)) "$(mb $((c - a)))" $((c - b)) "$(mb $((c - b)))" $((c - l)) "$(mb $((c - l)))" "$verdict"
 	done
-	for tc in $TOOLCHAINS; do
-		gov=$(GOTOOLCHAIN=$tc go env GOVERSION)
+	for entry in $TOOLCHAINS; do
+		setup "$entry"
 		echo
 		echo "## $gov: packages in the drainhttp build and not in nethttp-shutdown's"
 		comm -13 <(GOTOOLCHAIN=$tc go list -deps ./bench/cmd/hello/nethttp-shutdown | sort) \
