@@ -103,8 +103,8 @@ func group(key string) string {
 		return false
 	}
 	switch {
-	case has("drainhttp.(*tracker).add", "drainhttp.(*tracker).lookup", "drainhttp.(*tracker).connContext"):
-		return "1 drainhttp's connection record (tracker.add's conn, its sync.Map entries, the ConnContext value)"
+	case has("drainhttp.(*tracker).add", "drainhttp.(*tracker).lookup", "drainhttp.(*tracker).connContext", "drainhttp.(*connMap)"):
+		return "1 drainhttp's connection record (tracker.add's conn, which is also the ConnContext value, and its connMap entries)"
 	case has("drainhttp.(*tracker).serveH2", "drainhttp.newH2Wire"):
 		return "2 drainhttp's per-connection HTTP/2 objects (the http.Server literal, h2Conn, h2Wire, closures, listener)"
 	case has("http.(*Server).newConn", "trackConn"):
