@@ -54,7 +54,9 @@
 //     GOAWAY arrives while it is choosing the connection for it (it closes
 //     the body): drainhttp pauses the connection's writes for 5 ms before
 //     its GOAWAY, which keeps that race from happening in practice, and
-//     sends each client one GOAWAY per drain, not one per reconnect.
+//     sends each client at most two GOAWAYs per drain (on the connection
+//     it had, and at the window's end on the one it opened since), not one
+//     per reconnect.
 //   - An HTTP/2 connection that has not acknowledged the server's SETTINGS
 //     (or, on Go 1.26 over TLS, sent a request) gets no GOAWAY, since Go's
 //     client fails its first request then; it is closed at its deadline.

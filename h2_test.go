@@ -489,3 +489,58 @@ func TestH2_ConnectionNeverAckingSettingsGetsNoGoAway(t *testing.T) {
 		t.Errorf("goaways %d, want 0", st.GoAways)
 	}
 }
+
+// TestH2_ClientThatKeepsSendingGetsAtMostTwoGoAwaysPerDrain: an HTTP/2
+// client that sends request after request through a drain gets a GOAWAY
+// on the connection it had, at its proactive turn, and one more, at the
+// window's end, on the connection it opened then: not one per reconnect.
+// Every request succeeds until the listeners close; its next connection
+// is then refused, not served a third GOAWAY.
+func TestH2_ClientThatKeepsSendingGetsAtMostTwoGoAwaysPerDrain(t *testing.T) {
+	for _, proto := range h2Protos {
+		t.Run(proto, func(t *testing.T) {
+			s := &Server{Handler: okHandler(), DrainTime: 1500 * time.Millisecond}
+			ts := startServer(t, s)
+			stop := make(chan struct{})
+			c, url := ts.client(proto)
+			get(t, c, url)
+			done := make(chan int)
+			go func() {
+				n := 0
+				defer func() { done <- n }()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					resp, err := c.Get(url)
+					if errors.Is(err, syscall.ECONNREFUSED) {
+						return // the listeners have closed
+					}
+					if err != nil {
+						t.Errorf("request %d: %v", n, err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					n++
+					time.Sleep(5 * time.Millisecond) // bounds the count, not the outcome
+				}
+			}()
+			if err := <-ts.drain(); err != nil {
+				t.Fatal(err)
+			}
+			close(stop)
+			n := <-done
+			st := s.Stats()
+			t.Logf("%d requests through the drain; %d accepted, %d GOAWAYs, drained %v", n, st.Accepted, st.GoAways, st.Drained)
+			if st.GoAways < 1 || st.GoAways > 2 {
+				t.Errorf("%d GOAWAYs to one client in one drain, want 1 or 2", st.GoAways)
+			}
+			if st.Drained["proactive"] != 1 || st.Forced != 0 {
+				t.Errorf("drained %v, forced %d; want the first connection ended at its proactive turn, none forced", st.Drained, st.Forced)
+			}
+		})
+	}
+}

@@ -134,7 +134,9 @@ func (m *serverMiddleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // drain is applied per connection instead: each connection open when the
 // drain starts gets its GOAWAY at its turn in the proactive part of the
 // window, and one opened during the drain is kept until the window ends,
-// so that a client is sent one GOAWAY per drain, not one per reconnect.
+// so that a client is sent at most two GOAWAYs per drain (on the
+// connection it had, and on the one it opened since), not one per
+// reconnect.
 // A failed health check tells every connection as its next request
 // arrives, with no deadline.
 func (c *conn) onRequest(m *Manager, w http.ResponseWriter, r *http.Request) (first bool) {
