@@ -182,9 +182,11 @@ func (c *conn) armIdleCloseLocked() {
 }
 
 // closeIdle closes c if it has stayed idle since since, and no request has
-// arrived that net/http has not read yet: on a busy machine the serving
-// goroutine can take a while to wake for it, and closing then would lose
-// that request.
+// begun to arrive: closing then would lose that request. net/http reports a
+// connection active only once it has read a whole request header, so a
+// request can be waiting in the socket (on a busy machine the serving
+// goroutine takes a while to wake for it) or be half read (its header came
+// in pieces); the socket tells both apart from an idle connection.
 func (c *conn) closeIdle(since int64) {
 	c.mu.Lock()
 	idle := http.ConnState(c.state.Load()) == http.StateIdle && c.idleSince == since
@@ -192,9 +194,13 @@ func (c *conn) closeIdle(since int64) {
 		c.mu.Unlock()
 		return
 	}
-	if inputPending(c.nc) {
+	idleFor := time.Duration(c.t.monoNow() - since)
+	if inputPending(c.nc) || receivedWithin(c.nc, idleFor-receiveClockSlack) {
 		c.mu.Unlock()
-		return // it goes active, and idle again, which rearms the close
+		// It goes active, and idle again, which rearms the close; one that
+		// never does ends at its deadline.
+		c.t.log.Debug("drainhttp: idle close put off: a request is arriving", "remote", c.remote())
+		return
 	}
 	if c.drainState() == notDraining {
 		// A late connection gone quiet: it is drained proactively.
@@ -214,6 +220,11 @@ func (c *conn) closeIdle(since int64) {
 		c.nc.Close()
 	}
 }
+
+// receiveClockSlack covers the coarseness of the kernel's clock for
+// tcpi_last_data_recv (a jiffy, up to 10 ms), so that the last bytes of the
+// request before the idle time do not count as a new one.
+const receiveClockSlack = 20 * time.Millisecond
 
 // closeNow closes c at once, whatever it is doing: at its deadline, when a
 // drain is cut short, or on Close; why says which, for the log. A

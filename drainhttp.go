@@ -69,6 +69,10 @@
 //     closed. An MPTCP socket (net.Listen's default on Linux since Go 1.24;
 //     ListenAndServe uses TCP) takes no filter: clients on the same host
 //     can still be accepted until it closes.
+//   - Telling an idle HTTP/1.1 connection from one whose next request has
+//     begun to arrive (net/http reports it idle until it has the whole
+//     header) needs Linux too (SIOCINQ and TCP_INFO); elsewhere the idle
+//     close cannot see such a request.
 //   - A hijacked connection whose type gives no access to its socket is
 //     tracked until its deadline or Close.
 //   - On a plain http.Server, Middleware can only set Connection: close:
