@@ -95,11 +95,18 @@ func stopAtListenerClose(s *Server) <-chan struct{} {
 // its client wrote less than one trip before it learned of the close. 200
 // clients, each with its own keep-alive connection and 10 ms of latency
 // each way, POST and pause a random 50 to 800 ms, through a 4 s gradual
-// drain. Every POST succeeds, and the drain ends within its bound.
+// drain, in plain HTTP/1.1 and over TLS (tls.NewListener). Every POST
+// succeeds, and the drain ends within its bound.
 func TestZeroLoss_PausingPOSTClientsOverLatencyLoseNothingInAGradualDrain(t *testing.T) {
 	if testing.Short() {
-		t.Skip("takes about 7 s")
+		t.Skip("takes about 7 s per protocol")
 	}
+	for _, proto := range []string{"http/1.1", "http/1.1-tlslistener"} {
+		t.Run(proto, func(t *testing.T) { pausingPOSTClientsThroughADrain(t, proto) })
+	}
+}
+
+func pausingPOSTClientsThroughADrain(t *testing.T, proto string) {
 	const clients = 200
 	s := &Server{Handler: okHandler(), DrainTime: 4 * time.Second}
 	ts := startServer(t, s)
@@ -108,7 +115,7 @@ func TestZeroLoss_PausingPOSTClientsOverLatencyLoseNothingInAGradualDrain(t *tes
 	var wg sync.WaitGroup
 	started := make(chan struct{}, clients)
 	for i := range clients {
-		tr, url := ts.transport("http/1.1")
+		tr, url := ts.transport(proto)
 		tr.DialContext = latencyDialer(10 * time.Millisecond)
 		c := &http.Client{Transport: tr, Timeout: testTimeout}
 		rng := rand.New(rand.NewPCG(uint64(i), 42))
