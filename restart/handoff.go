@@ -15,8 +15,9 @@ import (
 // listeners, then every other listener from Listen is closed, and s drains
 // its connections (DrainAfterHandoff) until none is left, or until
 // ParentShutdownTime, when it closes what is left: Envoy's parent shutdown
-// sequence. Reaching the deadline is logged, not an error.
-func (r *Restarter) handOff(s *drainhttp.Server, sigs <-chan os.Signal) error {
+// sequence. Reaching the deadline is logged, not an error. closed, if not
+// nil, is called once this process has stopped accepting on the sockets.
+func (r *Restarter) handOff(s *drainhttp.Server, sigs <-chan os.Signal, closed func()) error {
 	limit := r.opts.ParentShutdownTime
 	if need := drainBound(s); need > limit {
 		r.log.Warn("drainhttp/restart: ParentShutdownTime is shorter than the drain; it may be cut short",
@@ -26,7 +27,12 @@ func (r *Restarter) handOff(s *drainhttp.Server, sigs <-chan os.Signal) error {
 	defer cancel()
 	// The server's listeners first, so that its Serve calls return
 	// http.ErrServerClosed, then the others (an admin server's).
-	err := r.drain(s, sigs, func() error { return s.DrainAfterHandoff(ctx) }, r.closeListeners)
+	err := r.drain(s, sigs, func() error { return s.DrainAfterHandoff(ctx) }, func() {
+		r.closeListeners()
+		if closed != nil {
+			closed()
+		}
+	})
 	if errors.Is(err, context.DeadlineExceeded) {
 		r.log.Warn("drainhttp/restart: parent shutdown time reached; remaining connections closed",
 			"parent_shutdown_time", limit.String(), "forced", s.Stats().Forced)

@@ -198,7 +198,7 @@ func (l *serveLoop) terminate(sig os.Signal) error {
 	if !l.ready && r.HasParent() {
 		// The parent serves on these sockets, and goes on doing so.
 		r.log.Info("drainhttp/restart: not ready yet: listeners left to the previous process, draining")
-		return r.handOff(s, l.sigs)
+		return r.handOff(s, l.sigs, nil)
 	}
 	// tableflip holds a duplicate of every listening socket: unless it is
 	// closed when the drain closes the listeners, clients that connect
@@ -208,11 +208,14 @@ func (l *serveLoop) terminate(sig os.Signal) error {
 	return r.drain(s, l.sigs, func() error { return s.Drain(context.Background()) }, nil)
 }
 
-// handOff is the parent's side once the new process is ready.
+// handOff is the parent's side once the new process is ready. It says so
+// once this process no longer accepts: from then on, the new process alone
+// takes new connections.
 func (l *serveLoop) handOff() error {
-	l.r.log.Info("drainhttp/restart: new process ready; listeners handed over, draining",
-		"parent_shutdown_time", l.r.opts.ParentShutdownTime.String())
-	return l.r.handOff(l.s, l.sigs)
+	return l.r.handOff(l.s, l.sigs, func() {
+		l.r.log.Info("drainhttp/restart: new process ready; listeners handed over, draining",
+			"parent_shutdown_time", l.r.opts.ParentShutdownTime.String())
+	})
 }
 
 // served handles the first serve function to return.
