@@ -23,7 +23,8 @@ var noNewConnections = assembleFilter(
 // assembleFilter assembles a socket filter from its instructions' Assemble
 // methods. It takes the methods, not bpf.Instructions as bpf.Assemble
 // does, so that no instruction is stored in an interface: the linker then
-// leaves out the instructions' String methods (4 KB of the binary).
+// leaves out the instructions' String methods (16 KB of a stripped
+// binary, measured with bench/binsize.sh).
 func assembleFilter(steps ...func() (bpf.RawInstruction, error)) []unix.SockFilter {
 	f := make([]unix.SockFilter, len(steps))
 	for i, assemble := range steps {

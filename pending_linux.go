@@ -30,8 +30,8 @@ func receivedWithin(nc net.Conn, d time.Duration) bool {
 	return recent
 }
 
-// control calls f with the descriptor of nc's socket, under a TLS
-// connection if there is one, if nc has one.
+// control calls f with the descriptor of nc's socket (the one under a TLS
+// connection), if nc has a socket.
 func control(nc net.Conn, f func(fd int)) {
 	sc, ok := rawConn(nc).(syscall.Conn)
 	if !ok {
