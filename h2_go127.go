@@ -38,10 +38,9 @@ func (hc *h2Conn) serve(nc net.Conn, h http.Handler, proto connProtocol) {
 	}
 	hc.track(proto)
 	// Serve sets HTTP/2 up on srv, then hands the connection to a
-	// goroutine of its own and returns.
-	hc.t.h2Setup.Lock()
+	// goroutine of its own and returns. Go 1.27's setup only reads the
+	// shared TLSConfig: no lock is needed.
 	hc.srv.Serve(l)
-	hc.t.h2Setup.Unlock()
 	if !l.taken() {
 		nc.Close()
 		return
