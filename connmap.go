@@ -4,6 +4,7 @@ import (
 	"hash/maphash"
 	"net"
 	"sync"
+	"unsafe"
 )
 
 // connMap maps the net.Conns that net/http's hooks pass to their records.
@@ -15,9 +16,12 @@ type connMap struct {
 	shards [connMapShards]struct {
 		mu sync.RWMutex
 		m  map[net.Conn]*conn
-		_  [40]byte // a shard a cache line
+		_  [shardPad]byte // a shard a cache line
 	}
 }
+
+// shardPad fills a shard up to a 64-byte cache line.
+const shardPad = 64 - (unsafe.Sizeof(sync.RWMutex{})+unsafe.Sizeof(map[net.Conn]*conn(nil)))%64
 
 // connMapShards is the number of shards: plenty for the cores of one
 // machine.
