@@ -251,13 +251,24 @@ func (a *adaptive) released(now time.Time) (bool, time.Time) {
 	return probed, time.Time{}
 }
 
-// waitRelease waits, at most maxDelay, until the load balancer has let go,
-// or hurry is closed, and says which ended the wait.
-func (a *adaptive) waitRelease(maxDelay time.Duration, hurry <-chan struct{}) string {
+// start records that the drain has started, before readiness fails: every
+// probe answered not ready from then on counts as a failure its checker
+// saw.
+func (a *adaptive) start() {
 	a.mu.Lock()
-	a.drainStart = a.clock.Now()
-	a.mu.Unlock()
+	defer a.mu.Unlock()
+	if a.drainStart.IsZero() {
+		a.drainStart = a.clock.Now()
+	}
+}
+
+// waitRelease waits, at most maxDelay after start, until the load balancer
+// has let go, or hurry is closed, and says which ended the wait.
+func (a *adaptive) waitRelease(maxDelay time.Duration, hurry <-chan struct{}) string {
+	a.start()
+	a.mu.Lock()
 	limit := a.drainStart.Add(maxDelay)
+	a.mu.Unlock()
 	for {
 		now := a.clock.Now()
 		ok, next := a.released(now)

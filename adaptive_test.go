@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -293,4 +294,38 @@ func TestAdaptive_RejectsNegativeOptions(t *testing.T) {
 			t.Errorf("%+v: %v", a, err)
 		}
 	}
+}
+
+// TestAdaptive_ProbesAnsweredAsTheDrainStartsCount: readiness fails the
+// moment the drain starts, so a probe answered then is one its checker saw
+// fail, and counts towards the Probes failures like any later one: a
+// checker that has seen its three 503s releases the delay at once, not at
+// its maximum.
+func TestAdaptive_ProbesAnsweredAsTheDrainStartsCount(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, _, pl := adaptiveServer(t)
+		ready := s.ReadyHandler()
+		probe := func() int {
+			r := httptest.NewRequest("GET", "/ready", nil)
+			r.RemoteAddr = "10.0.0.1:4321"
+			w := httptest.NewRecorder()
+			ready.ServeHTTP(w, r)
+			return w.Code
+		}
+		probe() // a checker the server has seen before the drain
+		probe()
+		time.Sleep(5 * time.Second)
+		start := time.Now()
+		s.StartDrain()
+		for i := range 3 {
+			if code := probe(); code != http.StatusServiceUnavailable {
+				t.Fatalf("probe %d after StartDrain: %d, want 503", i+1, code)
+			}
+		}
+		time.Sleep(40 * time.Second)
+		synctest.Wait()
+		if d, cause, ok := pl.at(PhaseWindow, start); !ok || cause != "released" || d != 0 {
+			t.Fatalf("window started after %v (%q, %v); want at once, released", d, cause, ok)
+		}
+	})
 }

@@ -125,6 +125,9 @@ func (s *Server) drain(ctx context.Context, handoff bool) error {
 // without a shutdown delay the window has started, when it returns.
 func (s *Server) startDrain(handoff bool) {
 	s.drainOnce.Do(func() {
+		if s.adaptive != nil {
+			s.adaptive.start() // before readiness fails: the probes that see it count
+		}
 		s.notReady.Store(true)
 		s.drainStarted.Store(true)
 		s.log.Info("drainhttp: drain started",
